@@ -1,0 +1,48 @@
+# Small input functions and path helpers shared by the rule files.
+import json
+
+from vpo.config import llm_spec
+from vpo.curate import shard_count
+from vpo.queries import count_raw_queries
+
+
+def _n_shards(set_name):
+    raw = count_raw_queries(CFG["queries"][set_name])
+    cap = CFG["curation"]["max_queries"]
+    return shard_count(min(raw, cap) if cap else raw, CFG["sharding"]["queries_per_shard"])
+
+
+N_SHARDS = {s: _n_shards(s) for s in ("sft", "dpo")}
+
+
+def shards(set_name, pattern):
+    return [pattern.format(k=k) for k in range(N_SHARDS[set_name])]
+
+
+def built_model(name):
+    """The model folder as a DAG input when the workflow builds it, else nothing to wait for."""
+    model = CFG["models"][name]
+    return [model["source"]] if model["build"] else []
+
+
+def stage_llm(stage):
+    return llm_spec(CFG, CFG[stage]["llm"])
+
+
+def stage_llm_inputs(stage):
+    spec = stage_llm(stage)
+    model = spec.get("model")
+    return built_model(model) if model in CFG["models"] and "model_path" in spec else []
+
+
+def sampler_spec(wildcards, input):
+    keys = ("backend", "serve", "batch_size", "max_concurrency", "dtype", "device")
+    return json.dumps({**{k: CFG["sample"][k] for k in keys}, "model_path": input.model})
+
+
+def res(stage, key, default):
+    return CFG.get(stage, {}).get("resources", {}).get(key, default)
+
+
+def as_json(value):
+    return json.dumps(value, sort_keys=True)

@@ -1,0 +1,71 @@
+# The judge's two turns, shared by the SFT side (teacher drafts) and the DPO side (policy samples).
+PROMPTS = {"sft": "drafts", "dpo": "candidates"}
+
+
+rule critique:
+    """Judge each prompt of one shard; unparsable verdicts are retried, then kept as `unparsed`."""
+    input:
+        prompts=lambda w: f"results/{w.phase}/{PROMPTS[w.phase]}/shard-{w.k}.parquet",
+        template=CFG["critique"]["template"],
+        model=stage_llm_inputs("critique"),
+    output:
+        records="results/{phase}/critiques/shard-{k}.parquet",
+        report="results/{phase}/critiques/shard-{k}.report.json",
+    params:
+        llm=as_json(stage_llm("critique")),
+        generation=as_json(CFG["critique"]["generation"]),
+        retries=CFG["critique"]["max_parse_retries"],
+        seed=CFG["seed"],
+    log:
+        "results/logs/critique/{phase}/shard-{k}.log",
+    benchmark:
+        "results/benchmarks/critique/{phase}/shard-{k}.tsv"
+    wildcard_constraints:
+        phase="sft|dpo",
+    threads: res("critique", "threads", 2)
+    resources:
+        mem_mb=res("critique", "mem_mb", 4000),
+        runtime=res("critique", "runtime", 60),
+        gpu=res("critique", "gpu", 0),
+    conda:
+        "../../envs/llm.yaml"
+    shell:
+        "python -m vpo.critique --generations {input.prompts} --template {input.template}"
+        " --llm {params.llm:q} --generation {params.generation:q} --seed {params.seed}"
+        " --max-parse-retries {params.retries} --threads {threads} --out {output.records}"
+        " --report {output.report} --server-log {log}.server > {log} 2>&1"
+
+
+rule refine:
+    """Second judge turn: rewrite the prompts judged No, read from [[start]] ... [[end]]."""
+    input:
+        critiques="results/{phase}/critiques/shard-{k}.parquet",
+        critique_template=CFG["critique"]["template"],
+        template=CFG["refine"]["template"],
+        model=stage_llm_inputs("refine"),
+    output:
+        records="results/{phase}/refinements/shard-{k}.parquet",
+        report="results/{phase}/refinements/shard-{k}.report.json",
+    params:
+        llm=as_json(stage_llm("refine")),
+        generation=as_json(CFG["refine"]["generation"]),
+        retries=CFG["refine"]["max_parse_retries"],
+        seed=CFG["seed"],
+    log:
+        "results/logs/refine/{phase}/shard-{k}.log",
+    benchmark:
+        "results/benchmarks/refine/{phase}/shard-{k}.tsv"
+    wildcard_constraints:
+        phase="sft|dpo",
+    threads: res("refine", "threads", 2)
+    resources:
+        mem_mb=res("refine", "mem_mb", 4000),
+        runtime=res("refine", "runtime", 60),
+        gpu=res("refine", "gpu", 0),
+    conda:
+        "../../envs/llm.yaml"
+    shell:
+        "python -m vpo.refine --critiques {input.critiques} --critique-template {input.critique_template}"
+        " --template {input.template} --llm {params.llm:q} --generation {params.generation:q}"
+        " --seed {params.seed} --max-parse-retries {params.retries} --threads {threads}"
+        " --out {output.records} --report {output.report} --server-log {log}.server > {log} 2>&1"

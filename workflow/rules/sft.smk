@@ -1,0 +1,81 @@
+rule draft:
+    """The teacher drafts one prompt per SFT query of a shard."""
+    input:
+        queries="results/queries/sft/shard-{k}.parquet",
+        template=CFG["draft"]["template"],
+        model=stage_llm_inputs("draft"),
+    output:
+        records="results/sft/drafts/shard-{k}.parquet",
+        report="results/sft/drafts/shard-{k}.report.json",
+    params:
+        llm=as_json(stage_llm("draft")),
+        generation=as_json(CFG["draft"]["generation"]),
+        seed=CFG["seed"],
+    log:
+        "results/logs/draft/shard-{k}.log",
+    benchmark:
+        "results/benchmarks/draft/shard-{k}.tsv"
+    threads: res("draft", "threads", 2)
+    resources:
+        mem_mb=res("draft", "mem_mb", 4000),
+        runtime=res("draft", "runtime", 60),
+        gpu=res("draft", "gpu", 0),
+    conda:
+        "../../envs/llm.yaml"
+    shell:
+        "python -m vpo.generate --role draft --k 1 --queries {input.queries} --template {input.template}"
+        " --llm {params.llm:q} --generation {params.generation:q} --seed {params.seed}"
+        " --threads {threads} --out {output.records} --report {output.report}"
+        " --server-log {log}.server > {log} 2>&1"
+
+
+rule sft_data:
+    """SFT target = draft if judged Yes, else its refinement; LLaMA-Factory sharegpt format."""
+    input:
+        critiques=shards("sft", "results/sft/critiques/shard-{k}.parquet"),
+        refinements=shards("sft", "results/sft/refinements/shard-{k}.parquet"),
+        template=CFG["sft_data"]["template"],
+    output:
+        dataset=directory("results/sft/dataset"),
+        examples="results/sft/examples.parquet",
+        report="results/sft/report.json",
+    log:
+        "results/logs/sft_data.log",
+    benchmark:
+        "results/benchmarks/sft_data.tsv"
+    threads: 1
+    conda:
+        "../../envs/core.yaml"
+    shell:
+        "python -m vpo.sft_data --critiques {input.critiques} --refinements {input.refinements}"
+        " --template {input.template} --out-dir {output.dataset} --examples {output.examples}"
+        " --report {output.report} > {log} 2>&1"
+
+
+rule train_sft:
+    """Supervised fine-tuning of the base policy with LLaMA-Factory."""
+    input:
+        dataset="results/sft/dataset",
+        model=built_model(CFG["policy_model"]),
+    output:
+        model=directory("results/models/sft"),
+        report="results/models/sft.report.json",
+    params:
+        base=CFG["models"][CFG["policy_model"]]["source"],
+        train=as_json(CFG["train_sft"]),
+        seed=CFG["seed"],
+    log:
+        "results/logs/train_sft.log",
+    benchmark:
+        "results/benchmarks/train_sft.tsv"
+    threads: res("train_sft", "threads", 2)
+    resources:
+        mem_mb=res("train_sft", "mem_mb", 8000),
+        runtime=res("train_sft", "runtime", 120),
+        gpu=res("train_sft", "gpu", 0),
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m vpo.train --stage sft --model {params.base} --dataset-dir {input.dataset}"
+        " --dataset vpo_sft --train {params.train:q} --seed {params.seed} --threads {threads}"
+        " --out {output.model} --report {output.report} > {log} 2>&1"

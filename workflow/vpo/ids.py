@@ -1,0 +1,41 @@
+"""Stable identifiers and seeds: every id is a hash of what defines the item, every seed of its id."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+_WS = re.compile(r"\s+")
+
+
+def digest(*parts: Any, length: int = 16) -> str:
+    """Hex sha256 of a canonical JSON encoding of `parts`, cut to `length` characters."""
+    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:length]
+
+
+def normalize_query(text: str) -> str:
+    """Whitespace-normalized query text: the form that is stored and hashed."""
+    return _WS.sub(" ", text).strip()
+
+
+def query_id(text: str) -> str:
+    """Id of a query: the same text (up to whitespace and case) always gets the same id."""
+    return digest("query", normalize_query(text).lower())
+
+
+def candidate_id(qid: str, policy_fingerprint: str, sample_index: int) -> str:
+    """Id of the `sample_index`-th candidate prompt sampled for a query by one policy."""
+    return digest("candidate", qid, policy_fingerprint, sample_index)
+
+
+def derive_seed(root_seed: int, *parts: Any) -> int:
+    """A 31-bit seed derived from the root seed and an item's identity (accepted by torch and APIs)."""
+    return int(digest("seed", root_seed, *parts, length=8), 16) & 0x7FFFFFFF
+
+
+def shard_of(qid: str, n_shards: int) -> int:
+    """Shard a query belongs to; depends only on its id, so other queries never move it."""
+    return int(qid[:8], 16) % n_shards

@@ -1,0 +1,112 @@
+"""In-process transformers backend: left-padded batches, one seeded random stream per request.
+
+Batched `generate` normally draws every row's sample from one global RNG, so a request's answer would
+depend on which other requests share its batch (and a resumed run would differ from an uninterrupted
+one). `SeededRowSampler` instead samples each row with its own generator seeded from the request, and
+hands greedy search a one-hot choice; the answer then depends only on the request itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from itertools import groupby
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+
+from vpo.llm.base import Request, Response, ResultCallback
+
+log = logging.getLogger(__name__)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class SeededRowSampler(LogitsProcessor):
+    """Temperature + top-p sampling with a private generator per batch row."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device):
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(dim=-1) - sorted_probs > self.top_p  # keep the token crossing top_p
+            sorted_probs[outside] = 0.0
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        choice = torch.cat([torch.multinomial(probs[row], 1, generator=gen)
+                            for row, gen in enumerate(self.generators)])
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(scores.shape[0]), choice] = 0.0
+        return out
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was configured but torch sees no CUDA device; set device: cpu or auto")
+    return torch.device(device)
+
+
+class HFBackend:
+    def __init__(self, model_path: str, fingerprint: str, batch_size: int = 16, dtype: str = "float32",
+                 device: str = "auto", revision: str | None = None):
+        self.fingerprint = fingerprint
+        self.batch_size = batch_size
+        self.device = resolve_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=_DTYPES[dtype])
+        self.model.to(self.device).eval()
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else self.tokenizer.eos_token_id])
+        log.info("hf backend: %s on %s (%s), batch %d", model_path, self.device, dtype, batch_size)
+
+    def generate(self, requests: Sequence[Request], on_result: ResultCallback) -> None:
+        # Batches hold requests with equal decoding settings, similar lengths first (less padding).
+        def decoding(i: int) -> tuple[float, float, int]:
+            r = requests[i]
+            return r.temperature, r.top_p, r.max_new_tokens
+
+        order = sorted(range(len(requests)), key=lambda i: (decoding(i), len(str(requests[i].messages))))
+        for _, group in groupby(order, key=decoding):
+            indices = list(group)
+            for start in range(0, len(indices), self.batch_size):
+                batch = indices[start: start + self.batch_size]
+                for i, response in zip(batch, self._generate_batch([requests[i] for i in batch]), strict=True):
+                    on_result(i, response)
+
+    @torch.inference_mode()
+    def _generate_batch(self, batch: Sequence[Request]) -> list[Response]:
+        texts = [self.tokenizer.apply_chat_template(r.chat(), tokenize=False, add_generation_prompt=True)
+                 for r in batch]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        first = batch[0]
+        config = self.model.generation_config.__class__.from_dict(
+            {**self.model.generation_config.to_dict(), "do_sample": False, "temperature": None, "top_p": None,
+             "top_k": None, "max_new_tokens": first.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id})
+        processors = LogitsProcessorList()
+        if first.temperature > 0:
+            processors.append(SeededRowSampler([r.seed for r in batch], first.temperature, first.top_p,
+                                               self.device))
+        out = self.model.generate(**enc, generation_config=config, logits_processor=processors)
+        new_tokens = out[:, enc["input_ids"].shape[1]:]
+        prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
+        responses = []
+        for row, tokens in enumerate(new_tokens.tolist()):
+            stop = next((k for k, t in enumerate(tokens) if t in self.eos_ids), None)
+            kept = tokens if stop is None else tokens[:stop]
+            responses.append(Response(
+                text=self.tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                finish_reason="stop" if stop is not None else "length",
+                prompt_tokens=int(prompt_lengths[row]),
+                completion_tokens=len(kept) + (stop is not None),
+            ))
+        return responses
+
+    def close(self) -> None:
+        del self.model

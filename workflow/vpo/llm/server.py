@@ -1,0 +1,81 @@
+"""Start an OpenAI-compatible model server (`transformers serve` or `vllm serve`) for one job's lifetime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_command(kind: str, model: str, port: int) -> list[str]:
+    if kind == "transformers":
+        exe = shutil.which("transformers") or "transformers"
+        return [exe, "serve", model, "--host", "127.0.0.1", "--port", str(port)]
+    if kind == "vllm":
+        exe = shutil.which("vllm") or "vllm"
+        return [exe, "serve", model, "--host", "127.0.0.1", "--port", str(port), "--served-model-name", model]
+    raise ValueError(f"unknown server kind {kind!r}; expected transformers or vllm")
+
+
+@contextlib.contextmanager
+def local_server(kind: str, model: str, log_path: str | os.PathLike | None = None,
+                 startup_timeout_s: float = 600.0) -> Iterator[str]:
+    """Yield the base URL of a server on a free loopback port; stop it (by PID) when the block ends."""
+    port = free_port()
+    log_file = open(log_path, "ab") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
+    hub_cache = tempfile.mkdtemp(prefix="vpo-hub-")  # `transformers serve` lists models from a hub cache
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": hub_cache}
+    cmd = server_command(kind, model, port)
+    log.info("starting %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        _wait_healthy(proc, port, startup_timeout_s, log_path)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        _stop(proc)
+        log_file.close()
+        shutil.rmtree(hub_cache, ignore_errors=True)
+
+
+def _wait_healthy(proc: subprocess.Popen, port: int, timeout_s: float, log_path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = Path(log_path).read_text(errors="replace")[-2000:] if log_path else ""
+            raise RuntimeError(f"model server exited with code {proc.returncode} before it was ready\n{tail}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"model server on port {port} not healthy after {timeout_s:.0f}s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

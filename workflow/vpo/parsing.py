@@ -1,0 +1,66 @@
+"""Parsers for model output. They never guess: what they cannot read comes back as None."""
+
+from __future__ import annotations
+
+import re
+
+_WS = re.compile(r"\s+")
+# "Final Judgement (Yes or No): Yes", "**Final judgment:** no", "FINAL JUDGEMENT - Yes." ...
+_VERDICT = re.compile(
+    r"final\s+judge?ment\s*(?:\([^)\n]{0,20}\))?[\s*_`'\"]*[:：\-–]?[\s*_`'\"]*"
+    r"(yes|no)\b(?![\s*_]*(?:or|/)\s*(?:yes|no)\b)",
+    re.IGNORECASE,
+)
+# The contract is [[start]] ... [[end]]; single brackets are accepted too (small models drop one).
+_START = re.compile(r"\[\[?\s*start\s*\]\]?", re.IGNORECASE)
+_END = re.compile(r"\[\[?\s*end\s*\]\]?", re.IGNORECASE)
+_LABEL = re.compile(r"^\s*(?:\*\*)?(?:video\s+prompt|prompt|refined\s+prompt)(?:\*\*)?\s*:\s*", re.IGNORECASE)
+_REFLECTION = re.compile(r"^\s*(?:\*\*)?reflection(?:\*\*)?\s*:\s*", re.IGNORECASE)
+_VERDICT_LINE = re.compile(r"final\s+judge?ment", re.IGNORECASE)
+_QUOTES = ('"', "'", "“", "”", "`")
+
+
+def normalize_text(text: str) -> str:
+    """Collapse all whitespace, newlines included, into single spaces."""
+    return _WS.sub(" ", text).strip()
+
+
+def parse_verdict(text: str | None) -> str | None:
+    """'yes' / 'no' from the last `Final Judgement ...: <answer>` in `text`, else None."""
+    if not text:
+        return None
+    matches = _VERDICT.findall(text)
+    return matches[-1].lower() if matches else None
+
+
+def parse_refinement(text: str | None, truncated: bool = False) -> tuple[str | None, str | None]:
+    """(refined prompt, reflection) from a `[[start]] ... [[end]]` answer; the prompt is None if absent.
+
+    The last block wins. A block whose `[[end]]` is missing is accepted only if the model stopped on
+    its own (it was not cut by the token limit), since then nothing of the prompt is missing.
+    """
+    if not text:
+        return None, None
+    starts = list(_START.finditer(text))
+    if not starts:
+        return None, None
+    start = starts[-1]
+    end = _END.search(text, start.end())
+    if end is None and truncated:
+        return None, None
+    body = text[start.end(): end.start() if end else len(text)]
+    if end is None:  # the model stopped without [[end]]: a verdict line it appended is not prompt text
+        body = _VERDICT_LINE.split(body)[0]
+    prompt = clean_prompt(body)
+    reflection = normalize_text(_REFLECTION.sub("", text[: start.start()])) or None
+    return prompt, reflection
+
+
+def clean_prompt(text: str | None) -> str | None:
+    """A generated prompt as one line: label such as 'Prompt:' and wrapping quotes removed; None if empty."""
+    if text is None:
+        return None
+    cleaned = normalize_text(_LABEL.sub("", text.strip()))
+    if len(cleaned) >= 2 and cleaned[0] in _QUOTES and cleaned[-1] in _QUOTES:
+        cleaned = cleaned[1:-1].strip()
+    return cleaned or None

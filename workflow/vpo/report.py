@@ -1,0 +1,84 @@
+"""Per-job report: what the job counted, and the provenance needed to trust and audit its outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from vpo.io import write_json
+
+_PACKAGES = ("torch", "transformers", "llamafactory", "trl", "peft", "openai", "polars", "snakemake",
+             "vllm", "diffusers")
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def code_version() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(_REPO), *args], capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    return {"commit": commit or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+class JobReport:
+    """Collects counts while a stage runs; `write` adds timings, environment and input checksums."""
+
+    def __init__(self, stage: str, params: dict[str, Any] | None = None):
+        self.stage = stage
+        self.params = params or {}
+        self.counts: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}
+        self.inputs: dict[str, str] = {}
+        self._start = time.time()
+
+    def add_inputs(self, paths: Iterable[str | os.PathLike]) -> None:
+        for path in paths:
+            path = Path(path)
+            if path.is_file():
+                self.inputs[str(path)] = sha256_file(path)
+
+    def write(self, path: str | os.PathLike) -> None:
+        write_json(path, {
+            "stage": self.stage,
+            "counts": self.counts,
+            **self.extra,
+            "provenance": {
+                "inputs_sha256": self.inputs,
+                "params": self.params,
+                "code": code_version(),
+                "versions": package_versions(),
+                "host": socket.gethostname(),
+                "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                "argv": [Path(sys.argv[0]).name, *sys.argv[1:]],
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self._start)),
+                "wall_s": round(time.time() - self._start, 3),
+            },
+        })
