@@ -44,20 +44,23 @@ def text_pairs(refinements: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
 
 
 def merge_pairs(text: list[dict[str, Any]], video: list[dict[str, Any]], shuffle_seed: int
-                ) -> tuple[list[dict[str, Any]], int]:
+                ) -> tuple[list[dict[str, Any]], Counter]:
     """Text pairs first; video pairs only for queries without one; one pair per query; seeded shuffle."""
-    taken = {p["query_id"] for p in text}
+    text_queries = {p["query_id"] for p in text}
     merged = list(text)
-    superseded = 0
+    video_queries: set[str] = set()
+    skipped: Counter = Counter()
     for pair in sorted(video, key=lambda p: (p["query_id"], p["pair_id"])):
-        if pair["query_id"] in taken:
-            superseded += 1
-            continue
-        taken.add(pair["query_id"])
-        merged.append(pair)
-    merged.sort(key=lambda p: p["pair_id"])
+        if pair["query_id"] in text_queries:
+            skipped["video_superseded_by_text"] += 1
+        elif pair["query_id"] in video_queries:
+            skipped["video_second_pair_for_query"] += 1
+        else:
+            video_queries.add(pair["query_id"])
+            merged.append(pair)
+    merged.sort(key=lambda p: p["pair_id"])  # input order must not change the shuffled order
     random.Random(shuffle_seed).shuffle(merged)
-    return merged, superseded
+    return merged, skipped
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -79,10 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     report.add_inputs([*args.refinements, args.template, *([args.video_pairs] if args.video_pairs else [])])
     text, skipped = text_pairs(read_many(args.refinements))
     video = read_records(args.video_pairs) if args.video_pairs else []
-    pairs, superseded = merge_pairs(text, video, args.shuffle_seed)
+    pairs, video_skipped = merge_pairs(text, video, args.shuffle_seed)
     write_records(args.pairs, pairs, "pair")
     report.counts = {"text_pairs": len(text), "video_pairs_in": len(video),
-                     "video_pairs_superseded_by_text": superseded, "pairs": len(pairs),
+                     "video_skipped": dict(video_skipped), "pairs": len(pairs),
                      "by_source": dict(Counter(p["source"] for p in pairs)), "text_skipped": dict(skipped)}
     report.write(args.report)
     if not pairs:

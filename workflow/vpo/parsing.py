@@ -14,7 +14,7 @@ _VERDICT = re.compile(
 # The contract is [[start]] ... [[end]]; single brackets are accepted too (small models drop one).
 _START = re.compile(r"\[\[?\s*start\s*\]\]?", re.IGNORECASE)
 _END = re.compile(r"\[\[?\s*end\s*\]\]?", re.IGNORECASE)
-_LABEL = re.compile(r"^\s*(?:\*\*)?(?:video\s+prompt|prompt|refined\s+prompt)(?:\*\*)?\s*:\s*", re.IGNORECASE)
+_LABEL = re.compile(r"^\s*\**\s*(?:video\s+prompt|refined\s+prompt|prompt)\s*\**\s*:\s*\**\s*", re.IGNORECASE)
 _REFLECTION = re.compile(r"^\s*(?:\*\*)?reflection(?:\*\*)?\s*:\s*", re.IGNORECASE)
 _VERDICT_LINE = re.compile(r"final\s+judge?ment", re.IGNORECASE)
 _QUOTES = ('"', "'", "“", "”", "`")
