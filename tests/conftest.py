@@ -12,12 +12,45 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-_WORDS = ("a the cat dog video prompt query camera light slow fast red blue sunset beach city night rain "
-          "final judgement yes no [[start]] [[end]] reflection rules safety : . , user assistant system").split()
+_WORDS = [
+    "a",
+    "the",
+    "cat",
+    "dog",
+    "video",
+    "prompt",
+    "query",
+    "camera",
+    "light",
+    "slow",
+    "fast",
+    "red",
+    "blue",
+    "sunset",
+    "beach",
+    "city",
+    "night",
+    "rain",
+    "final",
+    "judgement",
+    "yes",
+    "no",
+    "[[start]]",
+    "[[end]]",
+    "reflection",
+    "rules",
+    "safety",
+    ":",
+    ".",
+    ",",
+    "user",
+    "assistant",
+    "system",
+]
 
 
 def build_tiny_lm(out: Path) -> Path:
-    """A 2-layer Llama with a word-level tokenizer and a ChatML chat template, saved like a real checkpoint."""
+    """A 2-layer Llama with a word-level tokenizer and a ChatML template, saved like a real checkpoint."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -26,13 +59,28 @@ def build_tiny_lm(out: Path) -> Path:
     vocab = {tok: i for i, tok in enumerate(specials + _WORDS)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
-                                        eos_token="<|im_end|>", bos_token="<|im_start|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+    )
     tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         pad_token_id=0, bos_token_id=2, eos_token_id=3, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        tie_word_embeddings=True,
+    )
     model = LlamaForCausalLM(config).eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

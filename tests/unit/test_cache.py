@@ -11,9 +11,14 @@ def req(text="a cat", seed=1, **gen):
 def test_key_covers_model_messages_decoding_and_seed():
     base = request_key("hf|x", req())
     assert base == request_key("hf|x", req())
-    variants = [request_key("hf|y", req()), request_key("hf|x", req("a dog")), request_key("hf|x", req(seed=2)),
-                request_key("hf|x", req(temperature=0.5)), request_key("hf|x", req(top_p=1.0)),
-                request_key("hf|x", req(max_new_tokens=64))]
+    variants = [
+        request_key("hf|y", req()),
+        request_key("hf|x", req("a dog")),
+        request_key("hf|x", req(seed=2)),
+        request_key("hf|x", req(temperature=0.5)),
+        request_key("hf|x", req(top_p=1.0)),
+        request_key("hf|x", req(max_new_tokens=64)),
+    ]
     assert base not in variants
     assert len(set(variants)) == len(variants)
 
@@ -33,7 +38,9 @@ class CountingBackend:
             if "fail" in text:
                 on_result(i, Response(text=None, finish_reason=None, error="boom"))
             else:
-                on_result(i, Response(text=text[::-1], finish_reason="stop", prompt_tokens=3, completion_tokens=2))
+                on_result(
+                    i, Response(text=text[::-1], finish_reason="stop", prompt_tokens=3, completion_tokens=2)
+                )
 
     def close(self):
         pass

@@ -36,15 +36,31 @@ def with_change(config, path, value):
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        ("critique.generation.temperature", "hot", r"'critique\.generation\.temperature': 'hot' is not of type"),
+        (
+            "critique.generation.temperature",
+            "hot",
+            r"'critique\.generation\.temperature': 'hot' is not of type",
+        ),
         ("critique.generation.temperature", 3, r"'critique\.generation\.temperature': 3 is greater than"),
         ("sample.k", 0, r"'sample\.k': 0 is less than the minimum"),
-        ("sample.backend", "vllm", r"'sample\.backend': 'vllm' is not allowed\. Fix: use one of 'hf', 'openai'"),
+        (
+            "sample.backend",
+            "vllm",
+            r"'sample\.backend': 'vllm' is not allowed\. Fix: use one of 'hf', 'openai'",
+        ),
         ("train_dpo.pref_beta", KeyError, r"'train_dpo': 'pref_beta' is a required property"),
         ("curation.typo_key", 1, r"'curation': unknown key\(s\) \['typo_key'\]"),
-        ("queries.sft", "resources/queries/missing.txt", r"'queries\.sft': file resources/queries/missing\.txt not found"),
+        (
+            "queries.sft",
+            "resources/queries/missing.txt",
+            r"'queries\.sft': file resources/queries/missing\.txt not found",
+        ),
         ("critique.llm", "gpt-5", r"'critique\.llm': 'gpt-5' is not an entry of 'llms'"),
-        ("critique.template", "resources/prompts/refine.txt", r"'critique\.template': .* lacks the slot\(s\) \{query\} \{prompt\}"),
+        (
+            "critique.template",
+            "resources/prompts/refine.txt",
+            r"'critique\.template': .* lacks the slot\(s\) \{query\} \{prompt\}",
+        ),
         ("curation.min_words", 500, r"'curation\.min_words' > 'curation\.max_words'"),
         ("sample.serve", "transformers", None),
     ],

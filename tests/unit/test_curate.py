@@ -2,8 +2,9 @@ import random
 
 from vpo.curate import CurationRules, content_part, curate, find_near_duplicates, rule_violation
 
-RULES = CurationRules(min_words=3, max_words=20, max_special_char_ratio=0.3, near_duplicate_jaccard=0.7,
-                      shingle_words=2)
+RULES = CurationRules(
+    min_words=3, max_words=20, max_special_char_ratio=0.3, near_duplicate_jaccard=0.7, shingle_words=2
+)
 
 
 def test_flags_are_kept_but_not_counted():
@@ -20,13 +21,23 @@ def test_rules():
 
 
 def test_curate_drops_with_reasons_and_keeps_first_occurrence():
-    raw = [(1, "a cute dog on the grass"), (2, ""), (3, "A cute  dog on the grass"),
-           (4, "a cute dog on the grass today"), (5, "a rocket launch over the sea"), (6, "ok")]
+    raw = [
+        (1, "a cute dog on the grass"),
+        (2, ""),
+        (3, "A cute  dog on the grass"),
+        (4, "a cute dog on the grass today"),
+        (5, "a rocket launch over the sea"),
+        (6, "ok"),
+    ]
     kept, dropped = curate(raw, RULES, "sft", "q.txt")
     assert [r["source_line"] for r in kept] == [1, 5]
     reasons = {r["source_line"]: (r["reason"], r["duplicate_of"]) for r in dropped}
-    assert reasons == {2: ("empty", None), 3: ("exact_duplicate", 1), 4: ("near_duplicate", 1),
-                       6: ("too_short", None)}
+    assert reasons == {
+        2: ("empty", None),
+        3: ("exact_duplicate", 1),
+        4: ("near_duplicate", 1),
+        6: ("too_short", None),
+    }
     assert len(kept) + len(dropped) == len(raw)  # nothing is lost
 
 

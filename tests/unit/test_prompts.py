@@ -18,7 +18,8 @@ def test_policy_template_is_byte_exact():
 
 def test_plain_template_is_one_user_turn_and_braces_survive():
     assert conversation("Q: {query} {not_a_slot}", query="a {cat}") == [
-        {"role": "user", "content": "Q: a {cat} {not_a_slot}"}]
+        {"role": "user", "content": "Q: a {cat} {not_a_slot}"}
+    ]
 
 
 def test_conversation_template_turns():

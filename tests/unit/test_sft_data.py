@@ -4,17 +4,33 @@ from vpo.sft_data import sft_examples
 
 
 def critique(qid, status="ok", verdict=None):
-    return {"item_id": f"{qid}-0", "query_id": qid, "query": f"q {qid}", "sample_index": 0, "prompt": f"draft {qid}",
-            "status": status, "verdict": verdict}
+    return {
+        "item_id": f"{qid}-0",
+        "query_id": qid,
+        "query": f"q {qid}",
+        "sample_index": 0,
+        "prompt": f"draft {qid}",
+        "status": status,
+        "verdict": verdict,
+    }
 
 
 def refinement(qid, status="ok"):
-    return {"item_id": f"{qid}-0", "status": status, "refined_prompt": f"refined {qid}" if status == "ok" else None}
+    return {
+        "item_id": f"{qid}-0",
+        "status": status,
+        "refined_prompt": f"refined {qid}" if status == "ok" else None,
+    }
 
 
 def test_target_is_draft_if_yes_else_refinement_and_nothing_is_dropped():
-    critiques = [critique("a", verdict="yes"), critique("b", verdict="no"), critique("c", verdict="no"),
-                 critique("d", status="unparsed"), critique("e", status="skipped")]
+    critiques = [
+        critique("a", verdict="yes"),
+        critique("b", verdict="no"),
+        critique("c", verdict="no"),
+        critique("d", status="unparsed"),
+        critique("e", status="skipped"),
+    ]
     examples = sft_examples(critiques, [refinement("b"), refinement("c", status="unparsed")])
     by_query = {e["query_id"]: (e["status"], e["target"], e["target_source"]) for e in examples}
     assert by_query == {

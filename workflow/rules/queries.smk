@@ -9,9 +9,7 @@ rule curate:
     params:
         c=CFG["curation"],
         max_queries=lambda w: (
-            f"--max-queries {CFG['curation']['max_queries']}"
-            if CFG["curation"]["max_queries"]
-            else ""
+            f"--max-queries {CFG['curation']['max_queries']}" if CFG["curation"]["max_queries"] else ""
         ),
     log:
         "results/logs/curate/{set}.log",

@@ -12,9 +12,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["rewrite", "check-config", "config-doc"])
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
-        print("\n  rewrite       rewrite queries with a trained policy (vpo rewrite --help)"
-              "\n  check-config  validate a config file: vpo check-config config/paper.yaml"
-              "\n  config-doc    print config/README.md generated from the schema")
+        print(
+            "\n  rewrite       rewrite queries with a trained policy (vpo rewrite --help)"
+            "\n  check-config  validate a config file: vpo check-config config/paper.yaml"
+            "\n  config-doc    print config/README.md generated from the schema"
+        )
         return
     command, rest = argv[0], argv[1:]
     if command == "rewrite":

@@ -29,7 +29,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return validate_config(config or {}, source=str(path))
 
 
-def validate_config(config: dict[str, Any], source: str = "config", check_files: bool = True) -> dict[str, Any]:
+def validate_config(
+    config: dict[str, Any], source: str = "config", check_files: bool = True
+) -> dict[str, Any]:
     """Return a copy with schema defaults filled in, or raise ConfigError naming the key and the fix."""
     validator = jsonschema.Draft202012Validator(load_schema(CONFIG_SCHEMA))
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -48,8 +50,10 @@ def _describe(source: str, error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         allowed = ", ".join(sorted(error.schema.get("properties", {}))) or "see config/README.md"
-        return (f"{source}: key '{key}': unknown key(s) {extra}. Fix: remove or rename them "
-                f"(allowed here: {allowed}).")
+        return (
+            f"{source}: key '{key}': unknown key(s) {extra}. Fix: remove or rename them "
+            f"(allowed here: {allowed})."
+        )
     if error.validator == "required":
         return f"{source}: key '{key}': {error.message}. Fix: add it (documented in config/README.md)."
     if error.validator == "enum":
@@ -58,9 +62,24 @@ def _describe(source: str, error: jsonschema.ValidationError) -> str:
     return f"{source}: key '{key}': {error.message}. Fix: see the key's description in config/README.md."
 
 
-_LLM_DEFAULTS = {"base_url": None, "api_key_env": None, "serve": None, "max_concurrency": 8, "max_retries": 5,
-                 "timeout_s": 300, "batch_size": 16, "dtype": "float32", "device": "auto"}
-_SAMPLE_DEFAULTS = {"serve": None, "batch_size": 16, "max_concurrency": 8, "dtype": "float32", "device": "auto"}
+_LLM_DEFAULTS = {
+    "base_url": None,
+    "api_key_env": None,
+    "serve": None,
+    "max_concurrency": 8,
+    "max_retries": 5,
+    "timeout_s": 300,
+    "batch_size": 16,
+    "dtype": "float32",
+    "device": "auto",
+}
+_SAMPLE_DEFAULTS = {
+    "serve": None,
+    "batch_size": 16,
+    "max_concurrency": 8,
+    "dtype": "float32",
+    "device": "auto",
+}
 _TRAIN_DEFAULTS = {"lora_rank": 8, "deepspeed": None, "logging_steps": 1}
 
 
@@ -82,32 +101,46 @@ def _cross_checks(config: dict[str, Any], check_files: bool) -> list[str]:
     problems: list[str] = []
     models, llms = config["models"], config["llms"]
     if config["policy_model"] not in models:
-        problems.append(f"key 'policy_model': {config['policy_model']!r} is not an entry of 'models' "
-                        f"({', '.join(models)}). Fix: name one of them.")
+        problems.append(
+            f"key 'policy_model': {config['policy_model']!r} is not an entry of 'models' "
+            f"({', '.join(models)}). Fix: name one of them."
+        )
     for name, llm in llms.items():
         key = f"llms.{name}"
         if "model" not in llm:
-            problems.append(f"key '{key}.model' is missing. Fix: name an entry of 'models' or the remote model.")
+            problems.append(
+                f"key '{key}.model' is missing. Fix: name an entry of 'models' or the remote model."
+            )
             continue
         remote = llm["backend"] == "openai" and llm["base_url"]
         if not remote and llm["model"] not in models:
-            problems.append(f"key '{key}.model': {llm['model']!r} is not an entry of 'models'. Fix: name one "
-                            f"of {', '.join(models)}, or set base_url for a remote endpoint.")
+            problems.append(
+                f"key '{key}.model': {llm['model']!r} is not an entry of 'models'. Fix: name one "
+                f"of {', '.join(models)}, or set base_url for a remote endpoint."
+            )
         if llm["backend"] == "openai" and not llm["base_url"] and not llm["serve"]:
-            problems.append(f"key '{key}': backend openai needs base_url (remote) or serve (local server). "
-                            "Fix: set one of them.")
+            problems.append(
+                f"key '{key}': backend openai needs base_url (remote) or serve (local server). "
+                "Fix: set one of them."
+            )
         if llm["backend"] == "openai" and llm["base_url"] and llm["serve"]:
             problems.append(f"key '{key}': base_url and serve are exclusive. Fix: drop one.")
     for stage in ("draft", "critique", "refine"):
         if config[stage]["llm"] not in llms:
-            problems.append(f"key '{stage}.llm': {config[stage]['llm']!r} is not an entry of 'llms' "
-                            f"({', '.join(llms)}). Fix: name one of them.")
+            problems.append(
+                f"key '{stage}.llm': {config[stage]['llm']!r} is not an entry of 'llms' "
+                f"({', '.join(llms)}). Fix: name one of them."
+            )
     if config["sample"]["backend"] == "openai" and not config["sample"]["serve"]:
-        problems.append("key 'sample.serve': backend openai samples from a server started on the SFT "
-                        "checkpoint. Fix: set serve to transformers (CPU) or vllm (GPU), or use backend hf.")
+        problems.append(
+            "key 'sample.serve': backend openai samples from a server started on the SFT "
+            "checkpoint. Fix: set serve to transformers (CPU) or vllm (GPU), or use backend hf."
+        )
     if config["curation"]["min_words"] > config["curation"]["max_words"]:
-        problems.append("keys 'curation.min_words' > 'curation.max_words': no query could pass. Fix: lower "
-                        "min_words or raise max_words.")
+        problems.append(
+            "keys 'curation.min_words' > 'curation.max_words': no query could pass. Fix: lower "
+            "min_words or raise max_words."
+        )
     for stage in ("train_sft",):
         for key in ("pref_beta", "pref_loss"):
             if key in config[stage]:
@@ -117,42 +150,58 @@ def _cross_checks(config: dict[str, Any], check_files: bool) -> list[str]:
     return problems
 
 
-_TEMPLATE_SLOTS = {"draft": ["{query}"], "critique": ["{query}", "{prompt}"], "refine": [],
-                   "sample": ["{query}"], "sft_data": ["{query}"]}
+_TEMPLATE_SLOTS = {
+    "draft": ["{query}"],
+    "critique": ["{query}", "{prompt}"],
+    "refine": [],
+    "sample": ["{query}"],
+    "sft_data": ["{query}"],
+}
 
 
 def _check_files(config: dict[str, Any]) -> list[str]:
     problems = []
     for name, path in config["queries"].items():
         if not Path(path).is_file():
-            problems.append(f"key 'queries.{name}': file {path} not found. Fix: point it at an existing "
-                            ".txt, .json or .jsonl file (paths are relative to the working directory).")
+            problems.append(
+                f"key 'queries.{name}': file {path} not found. Fix: point it at an existing "
+                ".txt, .json or .jsonl file (paths are relative to the working directory)."
+            )
         elif Path(path).suffix not in (".txt", ".json", ".jsonl"):
-            problems.append(f"key 'queries.{name}': {path} has an unsupported extension. Fix: use .txt, "
-                            ".json or .jsonl.")
+            problems.append(
+                f"key 'queries.{name}': {path} has an unsupported extension. Fix: use .txt, .json or .jsonl."
+            )
     for stage, slots in _TEMPLATE_SLOTS.items():
         path = config[stage]["template"]
         if not Path(path).is_file():
-            problems.append(f"key '{stage}.template': file {path} not found. Fix: point it at a template file.")
+            problems.append(
+                f"key '{stage}.template': file {path} not found. Fix: point it at a template file."
+            )
             continue
         text = load_template(path)
         missing = [s for s in slots if s not in text]
         if missing:
-            problems.append(f"key '{stage}.template': {path} lacks the slot(s) {' '.join(missing)}. Fix: add them.")
+            problems.append(
+                f"key '{stage}.template': {path} lacks the slot(s) {' '.join(missing)}. Fix: add them."
+            )
         try:
             conversation(text)
         except ValueError as exc:
             problems.append(f"key '{stage}.template': {path}: {exc}.")
     video = config["pairs"]["video_pairs"]
     if video and not Path(video).is_file():
-        problems.append(f"key 'pairs.video_pairs': file {video} not found. Fix: point it at a Parquet file "
-                        "of video-level pairs or set null.")
+        problems.append(
+            f"key 'pairs.video_pairs': file {video} not found. Fix: point it at a Parquet file "
+            "of video-level pairs or set null."
+        )
     for name, model in config["models"].items():
         source = Path(model["source"])
         local = model["source"].startswith((".", "/")) or source.parts[:1] in (("resources",), ("results",))
         if model["build"] is None and local and not source.exists():
-            problems.append(f"key 'models.{name}.source': {source} does not exist and no build recipe is set. "
-                            "Fix: point it at a model folder or hub id, or set build.")
+            problems.append(
+                f"key 'models.{name}.source': {source} does not exist and no build recipe is set. "
+                "Fix: point it at a model folder or hub id, or set build."
+            )
     return problems
 
 
@@ -169,11 +218,16 @@ def llm_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
 def config_doc(schema: dict[str, Any] | None = None) -> str:
     """Markdown documentation of every config key, generated from the schema."""
     schema = schema or load_schema(CONFIG_SCHEMA)
-    lines = ["# Configuration keys", "",
-             "Generated from `workflow/schemas/config.schema.yaml` by `vpo config-doc > config/README.md`;",
-             "a test fails when this file is stale. `config/config.yaml` is the embedded CPU default,",
-             "`config/paper.yaml` the paper's settings. Unknown keys are errors.", "",
-             "| key | type | description |", "| --- | --- | --- |"]
+    lines = [
+        "# Configuration keys",
+        "",
+        "Generated from `workflow/schemas/config.schema.yaml` by `vpo config-doc > config/README.md`;",
+        "a test fails when this file is stale. `config/config.yaml` is the embedded CPU default,",
+        "`config/paper.yaml` the paper's settings. Unknown keys are errors.",
+        "",
+        "| key | type | description |",
+        "| --- | --- | --- |",
+    ]
     _doc_rows(schema, schema, "", lines)
     return "\n".join(lines) + "\n"
 
@@ -202,8 +256,11 @@ def _type_of(node: dict[str, Any]) -> str:
         return " \\| ".join("null" if v is None else f"`{v}`" for v in node["enum"])
     kind = node.get("type", "object" if "properties" in node else "")
     text = " or ".join(kind) if isinstance(kind, list) else kind
-    bounds = [f"{b} {node[k]}" for k, b in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"))
-              if k in node]
+    bounds = [
+        f"{b} {node[k]}"
+        for k, b in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"))
+        if k in node
+    ]
     return ", ".join([text, *bounds]) if text else ", ".join(bounds)
 
 

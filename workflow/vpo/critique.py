@@ -22,26 +22,61 @@ from vpo.stage import add_llm_arguments, public_params, setup
 log = logging.getLogger(__name__)
 
 
-def critique(generations: list[dict[str, Any]], llm, template: str, generation: dict[str, Any],
-             root_seed: int, max_retries: int) -> list[dict[str, Any]]:
+def critique(
+    generations: list[dict[str, Any]],
+    llm,
+    template: str,
+    generation: dict[str, Any],
+    root_seed: int,
+    max_retries: int,
+) -> list[dict[str, Any]]:
     todo = [g for g in generations if g["status"] == "ok"]
     outcomes = ask_until_parsed(
-        llm, [conversation(template, query=g["query"], prompt=g["prompt"]) for g in todo],
-        [g["item_id"] for g in todo], generation, root_seed, "critique",
-        lambda r: parse_verdict(r.text), max_retries)
+        llm,
+        [conversation(template, query=g["query"], prompt=g["prompt"]) for g in todo],
+        [g["item_id"] for g in todo],
+        generation,
+        root_seed,
+        "critique",
+        lambda r: parse_verdict(r.text),
+        max_retries,
+    )
     by_id = {g["item_id"]: o for g, o in zip(todo, outcomes, strict=True)}
     records = []
     for g in generations:
-        base = {"item_id": g["item_id"], "query_id": g["query_id"], "query": g["query"],
-                "sample_index": g["sample_index"], "prompt": g["prompt"], "model_fingerprint": llm.fingerprint}
+        base = {
+            "item_id": g["item_id"],
+            "query_id": g["query_id"],
+            "query": g["query"],
+            "sample_index": g["sample_index"],
+            "prompt": g["prompt"],
+            "model_fingerprint": llm.fingerprint,
+        }
         outcome = by_id.get(g["item_id"])
         if outcome is None:  # the generation itself has no prompt to judge
-            records.append({**base, "verdict": None, "status": "skipped", "attempts": 0, "critique": None,
-                            "seed": 0, "error": f"generation status {g['status']}"})
+            records.append(
+                {
+                    **base,
+                    "verdict": None,
+                    "status": "skipped",
+                    "attempts": 0,
+                    "critique": None,
+                    "seed": 0,
+                    "error": f"generation status {g['status']}",
+                }
+            )
             continue
-        records.append({**base, "verdict": outcome.parsed, "status": outcome.status,
-                        "attempts": outcome.attempts, "critique": outcome.response.text, "seed": outcome.seed,
-                        "error": outcome.response.error})
+        records.append(
+            {
+                **base,
+                "verdict": outcome.parsed,
+                "status": outcome.status,
+                "attempts": outcome.attempts,
+                "critique": outcome.response.text,
+                "seed": outcome.seed,
+                "error": outcome.response.error,
+            }
+        )
     return records
 
 
@@ -61,13 +96,17 @@ def main(argv: list[str] | None = None) -> None:
     report.add_inputs([args.generations, args.template])
     generations = read_records(args.generations)
     with open_llm(args.llm, args.cache_dir, args.server_log) as llm:
-        records = critique(generations, llm, load_template(args.template), args.generation, args.seed,
-                           args.max_parse_retries)
+        records = critique(
+            generations, llm, load_template(args.template), args.generation, args.seed, args.max_parse_retries
+        )
         report.extra["llm"] = {"fingerprint": llm.fingerprint, **llm.stats}
     write_records(args.out, records, "critique")
-    report.counts = {"items": len(records), "by_status": dict(Counter(r["status"] for r in records)),
-                     "by_verdict": dict(Counter(str(r["verdict"]) for r in records if r["status"] == "ok")),
-                     "retried": sum(r["attempts"] > 1 for r in records)}
+    report.counts = {
+        "items": len(records),
+        "by_status": dict(Counter(r["status"] for r in records)),
+        "by_verdict": dict(Counter(str(r["verdict"]) for r in records if r["status"] == "ok")),
+        "retried": sum(r["attempts"] > 1 for r in records),
+    }
     report.write(args.report)
     log.info("critique: %s", report.counts)
 

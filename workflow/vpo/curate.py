@@ -72,7 +72,7 @@ def shingles(text: str, n: int) -> set[str]:
     words = _WORD.findall(text.lower())
     if len(words) <= n:
         return {" ".join(words)}
-    return {" ".join(words[i: i + n]) for i in range(len(words) - n + 1)}
+    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def jaccard(a: set[str], b: set[str]) -> float:
@@ -85,8 +85,10 @@ _XOR = _rng.integers(0, 2**63, size=_PERMUTATIONS, dtype=np.uint64)
 
 
 def minhash(items: set[str]) -> np.ndarray:
-    hashes = np.array([int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little")
-                       for s in items], dtype=np.uint64)
+    hashes = np.array(
+        [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") for s in items],
+        dtype=np.uint64,
+    )
     with np.errstate(over="ignore"):
         mixed = (hashes[:, None] ^ _XOR[None, :]) * _MULT[None, :]
     return mixed.min(axis=0)
@@ -100,7 +102,7 @@ def find_near_duplicates(texts: list[str], threshold: float, n: int) -> dict[int
     duplicate_of: dict[int, int] = {}
     for i, items in enumerate(sets):
         signature = minhash(items)
-        keys = [(b, signature[b * rows:(b + 1) * rows].tobytes()) for b in range(_BANDS)]
+        keys = [(b, signature[b * rows : (b + 1) * rows].tobytes()) for b in range(_BANDS)]
         candidates = sorted({j for key in keys for j in buckets.get(key, ())})
         match = next((j for j in candidates if jaccard(items, sets[j]) >= threshold), None)
         if match is not None:
@@ -111,15 +113,24 @@ def find_near_duplicates(texts: list[str], threshold: float, n: int) -> dict[int
     return duplicate_of
 
 
-def curate(raw: list[tuple[int, str]], rules: CurationRules, set_name: str, source: str
-           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def curate(
+    raw: list[tuple[int, str]], rules: CurationRules, set_name: str, source: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     kept: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
 
     def drop(line: int, text: str, reason: str, duplicate_of: int | None = None) -> None:
-        dropped.append({"query": text, "set": set_name, "source_file": source, "source_line": line,
-                        "reason": reason, "duplicate_of": duplicate_of})
+        dropped.append(
+            {
+                "query": text,
+                "set": set_name,
+                "source_file": source,
+                "source_line": line,
+                "reason": reason,
+                "duplicate_of": duplicate_of,
+            }
+        )
 
     for line, raw_text in raw:
         text = normalize_query(raw_text)
@@ -132,16 +143,18 @@ def curate(raw: list[tuple[int, str]], rules: CurationRules, set_name: str, sour
             drop(line, text, "exact_duplicate", seen[qid])
             continue
         seen[qid] = line
-        kept.append({"query_id": qid, "query": text, "set": set_name, "source_file": source,
-                     "source_line": line})
+        kept.append(
+            {"query_id": qid, "query": text, "set": set_name, "source_file": source, "source_line": line}
+        )
     if rules.near_duplicate_jaccard < 1.0:
-        near = find_near_duplicates([content_part(r["query"]) for r in kept], rules.near_duplicate_jaccard,
-                                    rules.shingle_words)
+        near = find_near_duplicates(
+            [content_part(r["query"]) for r in kept], rules.near_duplicate_jaccard, rules.shingle_words
+        )
         for i, j in sorted(near.items()):
             drop(kept[i]["source_line"], kept[i]["query"], "near_duplicate", kept[j]["source_line"])
         kept = [r for i, r in enumerate(kept) if i not in near]
     if rules.max_queries is not None and len(kept) > rules.max_queries:
-        for r in kept[rules.max_queries:]:
+        for r in kept[rules.max_queries :]:
             drop(r["source_line"], r["query"], "over_max_queries")
         kept = kept[: rules.max_queries]
     dropped.sort(key=lambda r: r["source_line"])
@@ -167,22 +180,39 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = make_parser().parse_args(argv)
-    rules = CurationRules(args.min_words, args.max_words, args.max_special_char_ratio,
-                          args.near_duplicate_jaccard, args.shingle_words, args.max_queries)
+    rules = CurationRules(
+        args.min_words,
+        args.max_words,
+        args.max_special_char_ratio,
+        args.near_duplicate_jaccard,
+        args.shingle_words,
+        args.max_queries,
+    )
     report = JobReport("curate", vars(args))
     report.add_inputs([args.input])
     raw = read_raw_queries(args.input)
     kept, dropped = curate(raw, rules, args.set_name, args.input)
     write_records(args.out, kept, "query")
     write_records(args.dropped, dropped, "dropped_query")
-    report.counts = {"raw": len(raw), "kept": len(kept), "dropped": len(dropped),
-                     "dropped_by_reason": dict(Counter(r["reason"] for r in dropped))}
+    report.counts = {
+        "raw": len(raw),
+        "kept": len(kept),
+        "dropped": len(dropped),
+        "dropped_by_reason": dict(Counter(r["reason"] for r in dropped)),
+    }
     report.write(args.report)
-    log.info("%s: kept %d of %d queries; dropped %s", args.set_name, len(kept), len(raw),
-             report.counts["dropped_by_reason"])
+    log.info(
+        "%s: kept %d of %d queries; dropped %s",
+        args.set_name,
+        len(kept),
+        len(raw),
+        report.counts["dropped_by_reason"],
+    )
     if not kept:
-        raise SystemExit(f"curation kept no query of {args.input}: see {args.dropped} for the reasons, "
-                         "and loosen the curation.* keys")
+        raise SystemExit(
+            f"curation kept no query of {args.input}: see {args.dropped} for the reasons, "
+            "and loosen the curation.* keys"
+        )
 
 
 def shard_count(n_queries: int, queries_per_shard: int) -> int:

@@ -22,24 +22,43 @@ from vpo.stage import add_llm_arguments, public_params, setup
 log = logging.getLogger(__name__)
 
 
-def generate(queries: list[dict[str, Any]], llm, template: str, generation: dict[str, Any], k: int,
-             root_seed: int, role: str) -> list[dict[str, Any]]:
+def generate(
+    queries: list[dict[str, Any]],
+    llm,
+    template: str,
+    generation: dict[str, Any],
+    k: int,
+    root_seed: int,
+    role: str,
+) -> list[dict[str, Any]]:
     items = []
     for query in queries:
         for index in range(k):
             cid = candidate_id(query["query_id"], llm.fingerprint, index)
             items.append((query, index, cid, derive_seed(root_seed, role, cid)))
-    requests = [Request.build(conversation(template, query=q["query"]), generation, seed)
-                for q, _, _, seed in items]
+    requests = [
+        Request.build(conversation(template, query=q["query"]), generation, seed) for q, _, _, seed in items
+    ]
     responses = llm.generate(requests, desc=role)
     records = []
     for (query, index, cid, seed), response in zip(items, responses, strict=True):
         prompt = clean_prompt(response.text) if response.ok else None
         status = "failed" if not response.ok else ("ok" if prompt else "empty")
-        records.append({"item_id": cid, "query_id": query["query_id"], "query": query["query"],
-                        "sample_index": index, "prompt": prompt, "status": status, "raw": response.text,
-                        "finish_reason": response.finish_reason, "seed": seed,
-                        "model_fingerprint": llm.fingerprint, "error": response.error})
+        records.append(
+            {
+                "item_id": cid,
+                "query_id": query["query_id"],
+                "query": query["query"],
+                "sample_index": index,
+                "prompt": prompt,
+                "status": status,
+                "raw": response.text,
+                "finish_reason": response.finish_reason,
+                "seed": seed,
+                "model_fingerprint": llm.fingerprint,
+                "error": response.error,
+            }
+        )
     return records
 
 
@@ -60,14 +79,24 @@ def main(argv: list[str] | None = None) -> None:
     report.add_inputs([args.queries, args.template])
     queries = read_records(args.queries)
     with open_llm(args.llm, args.cache_dir, args.server_log) as llm:
-        records = generate(queries, llm, load_template(args.template), args.generation, args.k, args.seed,
-                           args.role) if queries else []
+        records = (
+            generate(
+                queries, llm, load_template(args.template), args.generation, args.k, args.seed, args.role
+            )
+            if queries
+            else []
+        )
         report.extra["llm"] = {"fingerprint": llm.fingerprint, **llm.stats}
     write_records(args.out, records, "generation")
-    report.counts = {"queries": len(queries), "prompts": len(records),
-                     "by_status": dict(Counter(r["status"] for r in records))}
+    report.counts = {
+        "queries": len(queries),
+        "prompts": len(records),
+        "by_status": dict(Counter(r["status"] for r in records)),
+    }
     report.write(args.report)
-    log.info("%s: %d prompts for %d queries %s", args.role, len(records), len(queries), report.counts["by_status"])
+    log.info(
+        "%s: %d prompts for %d queries %s", args.role, len(records), len(queries), report.counts["by_status"]
+    )
 
 
 if __name__ == "__main__":

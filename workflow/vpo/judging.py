@@ -26,9 +26,16 @@ class Outcome(Generic[T]):
         return "ok" if self.parsed is not None else "unparsed"
 
 
-def ask_until_parsed(llm, messages: Sequence[list[dict[str, str]]], item_ids: Sequence[str],
-                     generation: dict[str, Any], root_seed: int, role: str,
-                     parse: Callable[[Response], T | None], max_retries: int) -> list[Outcome[T]]:
+def ask_until_parsed(
+    llm,
+    messages: Sequence[list[dict[str, str]]],
+    item_ids: Sequence[str],
+    generation: dict[str, Any],
+    root_seed: int,
+    role: str,
+    parse: Callable[[Response], T | None],
+    max_retries: int,
+) -> list[Outcome[T]]:
     """Attempt a = 0..max_retries for the items still unparsed; failed requests are not retried here
     (they are not cached either, so the next run of the stage retries them)."""
     outcomes: list[Outcome[T] | None] = [None] * len(messages)

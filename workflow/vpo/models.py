@@ -16,8 +16,14 @@ log = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
-_META_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-               "chat_template.jinja", "adapter_config.json")
+_META_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "adapter_config.json",
+)
 
 
 def build_smollm2(out_dir: str | os.PathLike) -> Path:
@@ -62,8 +68,11 @@ def fingerprint(source: str, revision: str | None = None) -> str:
     parts = []
     for file in sorted(path.rglob("*")):
         rel = file.relative_to(path).as_posix()
-        if file.is_file() and not rel.startswith("checkpoint-") and (
-                file.name in _META_FILES or file.suffix in _WEIGHT_SUFFIXES):
+        if (
+            file.is_file()
+            and not rel.startswith("checkpoint-")
+            and (file.name in _META_FILES or file.suffix in _WEIGHT_SUFFIXES)
+        ):
             parts.append((rel, _file_sha256(file)))
     if not parts:
         raise FileNotFoundError(f"{path}: no model files (config.json, *.safetensors) found")

@@ -36,15 +36,27 @@ def text_pairs(refinements: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
             skipped["query_has_pair"] += 1
         else:
             best[r["query_id"]] = r
-    pairs = [{"pair_id": digest("pair", "text", r["item_id"]), "query_id": r["query_id"], "query": r["query"],
-              "chosen": r["refined_prompt"], "rejected": r["prompt"], "source": "text",
-              "chosen_id": r["item_id"], "chosen_kind": "refinement", "rejected_id": r["item_id"],
-              "score_margin": None} for r in best.values()]
+    pairs = [
+        {
+            "pair_id": digest("pair", "text", r["item_id"]),
+            "query_id": r["query_id"],
+            "query": r["query"],
+            "chosen": r["refined_prompt"],
+            "rejected": r["prompt"],
+            "source": "text",
+            "chosen_id": r["item_id"],
+            "chosen_kind": "refinement",
+            "rejected_id": r["item_id"],
+            "score_margin": None,
+        }
+        for r in best.values()
+    ]
     return pairs, skipped
 
 
-def merge_pairs(text: list[dict[str, Any]], video: list[dict[str, Any]], shuffle_seed: int
-                ) -> tuple[list[dict[str, Any]], Counter]:
+def merge_pairs(
+    text: list[dict[str, Any]], video: list[dict[str, Any]], shuffle_seed: int
+) -> tuple[list[dict[str, Any]], Counter]:
     """Text pairs first; video pairs only for queries without one; one pair per query; seeded shuffle."""
     text_queries = {p["query_id"] for p in text}
     merged = list(text)
@@ -84,17 +96,29 @@ def main(argv: list[str] | None = None) -> None:
     video = read_records(args.video_pairs) if args.video_pairs else []
     pairs, video_skipped = merge_pairs(text, video, args.shuffle_seed)
     write_records(args.pairs, pairs, "pair")
-    report.counts = {"text_pairs": len(text), "video_pairs_in": len(video),
-                     "video_skipped": dict(video_skipped), "pairs": len(pairs),
-                     "by_source": dict(Counter(p["source"] for p in pairs)), "text_skipped": dict(skipped)}
+    report.counts = {
+        "text_pairs": len(text),
+        "video_pairs_in": len(video),
+        "video_skipped": dict(video_skipped),
+        "pairs": len(pairs),
+        "by_source": dict(Counter(p["source"] for p in pairs)),
+        "text_skipped": dict(skipped),
+    }
     report.write(args.report)
     if not pairs:
-        raise SystemExit(f"no preference pair could be built ({report.counts}). The judge found nothing to "
-                         "refine, or no refinement parsed: see the refine logs and reports.")
+        raise SystemExit(
+            f"no preference pair could be built ({report.counts}). The judge found nothing to "
+            "refine, or no refinement parsed: see the refine logs and reports."
+        )
     template = load_template(args.template)
-    rows = [{"messages": policy_messages(template, p["query"]),
-             "chosen": {"role": "assistant", "content": p["chosen"]},
-             "rejected": {"role": "assistant", "content": p["rejected"]}} for p in pairs]
+    rows = [
+        {
+            "messages": policy_messages(template, p["query"]),
+            "chosen": {"role": "assistant", "content": p["chosen"]},
+            "rejected": {"role": "assistant", "content": p["rejected"]},
+        }
+        for p in pairs
+    ]
     write_dataset(args.out_dir, DATASET_NAME, rows, ranking=True)
     log.info("pairs: %s", report.counts)
 

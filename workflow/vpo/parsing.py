@@ -48,7 +48,7 @@ def parse_refinement(text: str | None, truncated: bool = False) -> tuple[str | N
     end = _END.search(text, start.end())
     if end is None and truncated:
         return None, None
-    body = text[start.end(): end.start() if end else len(text)]
+    body = text[start.end() : end.start() if end else len(text)]
     if end is None:  # the model stopped without [[end]]: a verdict line it appended is not prompt text
         body = _VERDICT_LINE.split(body)[0]
     prompt = clean_prompt(body)

@@ -34,15 +34,18 @@ def conversation(template: str, **values: str) -> list[Message]:
         return [{"role": "user", "content": render(template, **values)}]
     if pieces[0].strip():
         raise ValueError("text before the first '### <role>' line of a conversation template")
-    turns = [{"role": role, "content": render(body.strip("\n"), **values)}
-             for role, body in zip(pieces[1::2], pieces[2::2], strict=True)]
+    turns = [
+        {"role": role, "content": render(body.strip("\n"), **values)}
+        for role, body in zip(pieces[1::2], pieces[2::2], strict=True)
+    ]
     if turns[-1]["role"] != "user":
         raise ValueError("a conversation template must end with a '### user' turn")
     return turns
 
 
-def refine_conversation(critique_template: str, refine_template: str, query: str, prompt: str,
-                        critique: str) -> list[Message]:
+def refine_conversation(
+    critique_template: str, refine_template: str, query: str, prompt: str, critique: str
+) -> list[Message]:
     """The refinement is the second turn of the judge's critique conversation."""
     return [
         *conversation(critique_template, query=query, prompt=prompt),

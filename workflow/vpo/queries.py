@@ -21,15 +21,19 @@ def read_raw_queries(path: str | Path) -> list[tuple[int, str]]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise QueryFileError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}). Fix: the file must hold "
-                                 "a JSON list of strings.") from None
+            raise QueryFileError(
+                f"{path}:{exc.lineno}: not valid JSON ({exc.msg}). Fix: the file must hold "
+                "a JSON list of strings."
+            ) from None
         if not isinstance(data, list):
             raise QueryFileError(f"{path}: expected a JSON list of strings, got {type(data).__name__}.")
         rows = []
         for n, item in enumerate(data, start=1):
             if not isinstance(item, str):
-                raise QueryFileError(f"{path}: entry {n} is {type(item).__name__}, not a string. Fix: make "
-                                     "every entry a string.")
+                raise QueryFileError(
+                    f"{path}: entry {n} is {type(item).__name__}, not a string. Fix: make "
+                    "every entry a string."
+                )
             rows.append((n, item))
         return rows
     if suffix == ".jsonl":
@@ -45,8 +49,9 @@ def read_raw_queries(path: str | Path) -> list[tuple[int, str]]:
             if isinstance(item, dict):
                 item = item.get("query")
             if not isinstance(item, str):
-                raise QueryFileError(f"{path}:{n}: expected a string or an object with a string 'query' "
-                                     "field.")
+                raise QueryFileError(
+                    f"{path}:{n}: expected a string or an object with a string 'query' field."
+                )
             rows.append((n, item))
         return rows
     raise QueryFileError(f"{path}: unsupported extension {suffix!r}. Fix: use .txt, .json or .jsonl.")

@@ -22,26 +22,48 @@ from vpo.stage import add_llm_arguments, public_params, setup
 log = logging.getLogger(__name__)
 
 
-def refine(critiques: list[dict[str, Any]], llm, critique_template: str, refine_template: str,
-           generation: dict[str, Any], root_seed: int, max_retries: int) -> list[dict[str, Any]]:
+def refine(
+    critiques: list[dict[str, Any]],
+    llm,
+    critique_template: str,
+    refine_template: str,
+    generation: dict[str, Any],
+    root_seed: int,
+    max_retries: int,
+) -> list[dict[str, Any]]:
     todo = [c for c in critiques if c["status"] == "ok" and c["verdict"] == "no"]
-    conversations = [refine_conversation(critique_template, refine_template, c["query"], c["prompt"],
-                                         c["critique"]) for c in todo]
+    conversations = [
+        refine_conversation(critique_template, refine_template, c["query"], c["prompt"], c["critique"])
+        for c in todo
+    ]
 
     def parse(response: Response) -> tuple[str, str | None] | None:
         prompt, reflection = parse_refinement(response.text, response.truncated)
         return (prompt, reflection) if prompt else None
 
-    outcomes = ask_until_parsed(llm, conversations, [c["item_id"] for c in todo], generation, root_seed,
-                                "refine", parse, max_retries)
+    outcomes = ask_until_parsed(
+        llm, conversations, [c["item_id"] for c in todo], generation, root_seed, "refine", parse, max_retries
+    )
     records = []
     for c, outcome in zip(todo, outcomes, strict=True):
         prompt, reflection = outcome.parsed or (None, None)
-        records.append({"item_id": c["item_id"], "query_id": c["query_id"], "query": c["query"],
-                        "sample_index": c["sample_index"], "prompt": c["prompt"], "refined_prompt": prompt,
-                        "reflection": reflection, "status": outcome.status, "attempts": outcome.attempts,
-                        "raw": outcome.response.text, "seed": outcome.seed,
-                        "model_fingerprint": llm.fingerprint, "error": outcome.response.error})
+        records.append(
+            {
+                "item_id": c["item_id"],
+                "query_id": c["query_id"],
+                "query": c["query"],
+                "sample_index": c["sample_index"],
+                "prompt": c["prompt"],
+                "refined_prompt": prompt,
+                "reflection": reflection,
+                "status": outcome.status,
+                "attempts": outcome.attempts,
+                "raw": outcome.response.text,
+                "seed": outcome.seed,
+                "model_fingerprint": llm.fingerprint,
+                "error": outcome.response.error,
+            }
+        )
     return records
 
 
@@ -62,12 +84,22 @@ def main(argv: list[str] | None = None) -> None:
     report.add_inputs([args.critiques, args.critique_template, args.template])
     critiques = read_records(args.critiques)
     with open_llm(args.llm, args.cache_dir, args.server_log) as llm:
-        records = refine(critiques, llm, load_template(args.critique_template), load_template(args.template),
-                         args.generation, args.seed, args.max_parse_retries)
+        records = refine(
+            critiques,
+            llm,
+            load_template(args.critique_template),
+            load_template(args.template),
+            args.generation,
+            args.seed,
+            args.max_parse_retries,
+        )
         report.extra["llm"] = {"fingerprint": llm.fingerprint, **llm.stats}
     write_records(args.out, records, "refinement")
-    report.counts = {"judged_no": len(records), "by_status": dict(Counter(r["status"] for r in records)),
-                     "retried": sum(r["attempts"] > 1 for r in records)}
+    report.counts = {
+        "judged_no": len(records),
+        "by_status": dict(Counter(r["status"] for r in records)),
+        "retried": sum(r["attempts"] > 1 for r in records),
+    }
     report.write(args.report)
     log.info("refine: %s", report.counts)
 

@@ -16,8 +16,18 @@ from typing import Any
 
 from vpo.io import write_json
 
-_PACKAGES = ("torch", "transformers", "llamafactory", "trl", "peft", "openai", "polars", "snakemake",
-             "vllm", "diffusers")
+_PACKAGES = (
+    "torch",
+    "transformers",
+    "llamafactory",
+    "trl",
+    "peft",
+    "openai",
+    "polars",
+    "snakemake",
+    "vllm",
+    "diffusers",
+)
 _REPO = Path(__file__).resolve().parents[2]
 
 
@@ -41,8 +51,9 @@ def package_versions() -> dict[str, str]:
 
 def code_version() -> dict[str, Any]:
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(_REPO), *args], capture_output=True, text=True,
-                              check=False).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(_REPO), *args], capture_output=True, text=True, check=False
+        ).stdout.strip()
 
     commit = git("rev-parse", "HEAD")
     return {"commit": commit or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
@@ -66,19 +77,22 @@ class JobReport:
                 self.inputs[str(path)] = sha256_file(path)
 
     def write(self, path: str | os.PathLike) -> None:
-        write_json(path, {
-            "stage": self.stage,
-            "counts": self.counts,
-            **self.extra,
-            "provenance": {
-                "inputs_sha256": self.inputs,
-                "params": self.params,
-                "code": code_version(),
-                "versions": package_versions(),
-                "host": socket.gethostname(),
-                "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                "argv": [Path(sys.argv[0]).name, *sys.argv[1:]],
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self._start)),
-                "wall_s": round(time.time() - self._start, 3),
+        write_json(
+            path,
+            {
+                "stage": self.stage,
+                "counts": self.counts,
+                **self.extra,
+                "provenance": {
+                    "inputs_sha256": self.inputs,
+                    "params": self.params,
+                    "code": code_version(),
+                    "versions": package_versions(),
+                    "host": socket.gethostname(),
+                    "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                    "argv": [Path(sys.argv[0]).name, *sys.argv[1:]],
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self._start)),
+                    "wall_s": round(time.time() - self._start, 3),
+                },
             },
-        })
+        )

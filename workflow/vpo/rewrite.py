@@ -24,13 +24,18 @@ DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "resources" / "prompts"
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vpo rewrite", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="vpo rewrite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("query", nargs="?", help="one query (or use --file)")
     p.add_argument("--file", help="queries to rewrite (.txt one per line, .json list, .jsonl)")
     p.add_argument("--out", help="write JSON lines {query, prompt, status} here (default: stdout)")
-    p.add_argument("--model", default="results/models/dpo", help="checkpoint folder or hub id (hf backend), "
-                   "or the model name the endpoint serves (with --base-url)")
+    p.add_argument(
+        "--model",
+        default="results/models/dpo",
+        help="checkpoint folder or hub id (hf backend), "
+        "or the model name the endpoint serves (with --base-url)",
+    )
     p.add_argument("--base-url", help="OpenAI-compatible endpoint; omit to run the model in-process")
     p.add_argument("--api-key-env", help="environment variable holding the endpoint's API key")
     p.add_argument("--template", default=str(DEFAULT_TEMPLATE))
@@ -52,17 +57,28 @@ def main(argv: list[str] | None = None) -> None:
     queries = [args.query] if args.query else [q for _, q in read_raw_queries(args.file)]
     queries = [normalize_query(q) for q in queries]
     if args.base_url:
-        spec = {"backend": "openai", "base_url": args.base_url, "model": args.model,
-                "api_key_env": args.api_key_env}
+        spec = {
+            "backend": "openai",
+            "base_url": args.base_url,
+            "model": args.model,
+            "api_key_env": args.api_key_env,
+        }
     else:
         if not Path(args.model).exists() and args.model.startswith(("results/", "resources/", ".", "/")):
             raise SystemExit(f"model folder {args.model} not found: run the workflow first, or pass --model")
-        spec = {"backend": "hf", "model_path": args.model, "batch_size": args.batch_size, "device": args.device}
+        spec = {
+            "backend": "hf",
+            "model_path": args.model,
+            "batch_size": args.batch_size,
+            "device": args.device,
+        }
     template = load_template(args.template)
     generation = {"temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens}
     with open_llm(spec, args.cache_dir) as llm:
-        requests = [Request.build(conversation(template, query=q), generation,
-                                  derive_seed(args.seed, "rewrite", q)) for q in queries]
+        requests = [
+            Request.build(conversation(template, query=q), generation, derive_seed(args.seed, "rewrite", q))
+            for q in queries
+        ]
         responses = llm.generate(requests, desc="rewrite")
     sink = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115
     for query, response in zip(queries, responses, strict=True):
@@ -73,8 +89,9 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"no prompt: {status} {response.error or ''}")
             print(prompt)
             continue
-        line = json.dumps({"query": query, "prompt": prompt, "status": status, "error": response.error},
-                          ensure_ascii=False)
+        line = json.dumps(
+            {"query": query, "prompt": prompt, "status": status, "error": response.error}, ensure_ascii=False
+        )
         print(line, file=sink or sys.stdout)
     if sink:
         sink.close()

@@ -1,4 +1,4 @@
-"""Stage `sft_data`: the SFT target per query is the teacher's draft if the judge said Yes, else its refinement.
+"""Stage `sft_data`: the SFT target is the teacher's draft if the judge said Yes, else its refinement.
 
 Queries without a usable target are kept in the examples table with the reason and counted.
 """
@@ -34,13 +34,22 @@ def sft_examples(critiques: list[dict[str, Any]], refinements: list[dict[str, An
         else:
             r = refined.get(c["item_id"])
             if r is None:
-                raise ValueError(f"no refinement record for item {c['item_id']} judged No (inputs out of sync)")
+                raise ValueError(
+                    f"no refinement record for item {c['item_id']} judged No (inputs out of sync)"
+                )
             if r["status"] == "ok":
                 target, source, status = r["refined_prompt"], "refinement", "included"
             else:
                 status = f"refinement_{r['status']}"
-        examples.append({"query_id": c["query_id"], "query": c["query"], "target": target,
-                         "target_source": source, "status": status})
+        examples.append(
+            {
+                "query_id": c["query_id"],
+                "query": c["query"],
+                "target": target,
+                "target_source": source,
+                "status": status,
+            }
+        )
     return examples
 
 
@@ -63,15 +72,23 @@ def main(argv: list[str] | None = None) -> None:
     examples = sft_examples(read_many(args.critiques), read_many(args.refinements))
     write_records(args.examples, examples, "sft_example")
     template = load_template(args.template)
-    rows = [{"messages": [*policy_messages(template, e["query"]), {"role": "assistant", "content": e["target"]}]}
-            for e in examples if e["status"] == "included"]
-    report.counts = {"queries": len(examples), "examples": len(rows),
-                     "by_status": dict(Counter(e["status"] for e in examples)),
-                     "by_source": dict(Counter(e["target_source"] for e in examples if e["target_source"]))}
+    rows = [
+        {"messages": [*policy_messages(template, e["query"]), {"role": "assistant", "content": e["target"]}]}
+        for e in examples
+        if e["status"] == "included"
+    ]
+    report.counts = {
+        "queries": len(examples),
+        "examples": len(rows),
+        "by_status": dict(Counter(e["status"] for e in examples)),
+        "by_source": dict(Counter(e["target_source"] for e in examples if e["target_source"])),
+    }
     report.write(args.report)
     if not rows:
-        raise SystemExit(f"the SFT dataset is empty: {report.counts['by_status']}. See {args.examples}; the "
-                         "teacher or judge produced nothing usable (check their logs and templates).")
+        raise SystemExit(
+            f"the SFT dataset is empty: {report.counts['by_status']}. See {args.examples}; the "
+            "teacher or judge produced nothing usable (check their logs and templates)."
+        )
     write_dataset(args.out_dir, DATASET_NAME, rows, ranking=False)
     log.info("sft dataset: %s", report.counts)
 

@@ -10,10 +10,18 @@ from typing import Any
 
 
 def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--llm", type=json.loads, required=True,
-                        help="resolved LLM spec as JSON (backend, model_path or model, backend options)")
-    parser.add_argument("--generation", type=json.loads, required=True,
-                        help="decoding parameters as JSON (temperature, top_p, max_new_tokens)")
+    parser.add_argument(
+        "--llm",
+        type=json.loads,
+        required=True,
+        help="resolved LLM spec as JSON (backend, model_path or model, backend options)",
+    )
+    parser.add_argument(
+        "--generation",
+        type=json.loads,
+        required=True,
+        help="decoding parameters as JSON (temperature, top_p, max_new_tokens)",
+    )
     parser.add_argument("--template", required=True, help="prompt template file")
     parser.add_argument("--seed", type=int, required=True, help="root seed")
     parser.add_argument("--cache-dir", default="results/cache", help="item cache root")

@@ -22,8 +22,9 @@ from vpo.report import JobReport
 log = logging.getLogger(__name__)
 
 
-def training_yaml(stage: str, model: str, dataset_dir: str, dataset: str, out: str, train: dict[str, Any],
-                  seed: int) -> dict[str, Any]:
+def training_yaml(
+    stage: str, model: str, dataset_dir: str, dataset: str, out: str, train: dict[str, Any], seed: int
+) -> dict[str, Any]:
     """The LLaMA-Factory arguments for one run; `train` is a validated `train_sft`/`train_dpo` section."""
     args: dict[str, Any] = {
         "model_name_or_path": model,
@@ -75,8 +76,16 @@ def run_cli(command: str, config_path: Path, threads: int | None) -> None:
     subprocess.run([exe, command, str(config_path)], check=True, env=env)
 
 
-def train(stage: str, model: str, dataset_dir: str, dataset: str, out: Path, train_cfg: dict[str, Any],
-          seed: int, threads: int | None) -> dict[str, Any]:
+def train(
+    stage: str,
+    model: str,
+    dataset_dir: str,
+    dataset: str,
+    out: Path,
+    train_cfg: dict[str, Any],
+    seed: int,
+    threads: int | None,
+) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     lora = train_cfg["finetuning_type"] == "lora"
     run_dir = out / "adapter" if lora else out
@@ -85,9 +94,16 @@ def train(stage: str, model: str, dataset_dir: str, dataset: str, out: Path, tra
     config_path.write_text(yaml.safe_dump(args, sort_keys=False))
     run_cli("train", config_path, threads)
     if lora:
-        export = {"model_name_or_path": model, "adapter_name_or_path": str(run_dir),
-                  "template": train_cfg["template"], "finetuning_type": "lora", "export_dir": str(out),
-                  "export_size": 5, "export_device": "cpu", "export_legacy_format": False}
+        export = {
+            "model_name_or_path": model,
+            "adapter_name_or_path": str(run_dir),
+            "template": train_cfg["template"],
+            "finetuning_type": "lora",
+            "export_dir": str(out),
+            "export_size": 5,
+            "export_device": "cpu",
+            "export_legacy_format": False,
+        }
         export_path = out / "llamafactory_export.yaml"
         export_path.write_text(yaml.safe_dump(export, sort_keys=False))
         run_cli("export", export_path, threads)
@@ -103,7 +119,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="starting checkpoint (folder or hub id)")
     p.add_argument("--dataset-dir", required=True, help="folder with dataset_info.json")
     p.add_argument("--dataset", required=True, help="dataset name in dataset_info.json")
-    p.add_argument("--train", type=json.loads, required=True, help="train_sft/train_dpo config section as JSON")
+    p.add_argument(
+        "--train", type=json.loads, required=True, help="train_sft/train_dpo config section as JSON"
+    )
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True, help="output checkpoint folder")
@@ -116,10 +134,20 @@ def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     report = JobReport(f"train_{args.stage}", vars(args))
     report.add_inputs(Path(args.dataset_dir).glob("*.json"))
-    results = train(args.stage, args.model, args.dataset_dir, args.dataset, Path(args.out), args.train,
-                    args.seed, args.threads)
+    results = train(
+        args.stage,
+        args.model,
+        args.dataset_dir,
+        args.dataset,
+        Path(args.out),
+        args.train,
+        args.seed,
+        args.threads,
+    )
     report.counts = results
-    log_file = Path(args.out) / ("adapter" if args.train["finetuning_type"] == "lora" else "") / "trainer_log.jsonl"
+    log_file = (
+        Path(args.out) / ("adapter" if args.train["finetuning_type"] == "lora" else "") / "trainer_log.jsonl"
+    )
     if log_file.exists():
         report.extra["loss_curve"] = [json.loads(line) for line in log_file.read_text().splitlines() if line]
     report.write(args.report)

@@ -1,4 +1,4 @@
-"""One LLM interface with two backends (in-process transformers, OpenAI-compatible HTTP) over one item cache."""
+"""One LLM interface, two backends (in-process transformers, OpenAI-compatible HTTP), one item cache."""
 
 from vpo.llm.base import Request, Response
 from vpo.llm.factory import open_llm

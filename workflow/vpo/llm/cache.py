@@ -38,8 +38,11 @@ class ResponseCache:
         return Response(**data["response"], cached=True)
 
     def put(self, key: str, request: Request, response: Response) -> None:
-        record = {"key": key, "request": {"messages": request.chat(), **request.decoding(), "seed": request.seed},
-                  "response": response.to_json()}
+        record = {
+            "key": key,
+            "request": {"messages": request.chat(), **request.decoding(), "seed": request.seed},
+            "response": response.to_json(),
+        }
         atomic_write_bytes(self._path(key), json.dumps(record, ensure_ascii=False).encode("utf-8"))
 
 
@@ -50,8 +53,14 @@ class CachedLLM:
         self.backend = backend
         self.cache = cache
         self.fingerprint = backend.fingerprint
-        self.stats = {"requests": 0, "cache_hits": 0, "cache_misses": 0, "failed": 0,
-                      "prompt_tokens": 0, "completion_tokens": 0}
+        self.stats = {
+            "requests": 0,
+            "cache_hits": 0,
+            "cache_misses": 0,
+            "failed": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+        }
 
     def generate(self, requests: Sequence[Request], desc: str = "llm") -> list[Response]:
         keys = [request_key(self.fingerprint, r) for r in requests]

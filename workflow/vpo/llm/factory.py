@@ -20,20 +20,33 @@ def open_llm(spec: dict[str, Any], cache_dir: str, server_log: str | None = None
         from vpo.llm.hf import HFBackend
 
         path = spec["model_path"]
-        llm = HFBackend(path, f"hf|{weights_fingerprint(path, spec.get('revision'))}",
-                        batch_size=spec.get("batch_size", 16), dtype=spec.get("dtype", "float32"),
-                        device=spec.get("device", "auto"), revision=spec.get("revision"))
+        llm = HFBackend(
+            path,
+            f"hf|{weights_fingerprint(path, spec.get('revision'))}",
+            batch_size=spec.get("batch_size", 16),
+            dtype=spec.get("dtype", "float32"),
+            device=spec.get("device", "auto"),
+            revision=spec.get("revision"),
+        )
         with contextlib.closing(CachedLLM(llm, ResponseCache(cache_dir))) as cached:
             yield cached
         return
 
     from vpo.llm.openai_backend import OpenAIBackend
 
-    common = {"max_concurrency": spec.get("max_concurrency", 8), "max_retries": spec.get("max_retries", 5),
-              "timeout_s": spec.get("timeout_s", 300)}
+    common = {
+        "max_concurrency": spec.get("max_concurrency", 8),
+        "max_retries": spec.get("max_retries", 5),
+        "timeout_s": spec.get("timeout_s", 300),
+    }
     if spec.get("base_url"):
-        remote = OpenAIBackend(spec["base_url"], spec["model"], f"openai|{spec['model']}",
-                               api_key_env=spec.get("api_key_env"), **common)
+        remote = OpenAIBackend(
+            spec["base_url"],
+            spec["model"],
+            f"openai|{spec['model']}",
+            api_key_env=spec.get("api_key_env"),
+            **common,
+        )
         yield CachedLLM(remote, ResponseCache(cache_dir))
         return
 
@@ -45,6 +58,11 @@ def open_llm(spec: dict[str, Any], cache_dir: str, server_log: str | None = None
         config_file = Path(path) / "generation_config.json"
         gen_config = json.loads(config_file.read_text()) if config_file.exists() else {}
     with local_server(kind, path, log_path=server_log) as base_url:
-        served = OpenAIBackend(base_url, path, f"{kind}-serve|{weights_fingerprint(path)}",
-                               server_generation_config=gen_config, **common)
+        served = OpenAIBackend(
+            base_url,
+            path,
+            f"{kind}-serve|{weights_fingerprint(path)}",
+            server_generation_config=gen_config,
+            **common,
+        )
         yield CachedLLM(served, ResponseCache(cache_dir))

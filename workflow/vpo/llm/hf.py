@@ -36,8 +36,9 @@ class SeededRowSampler(LogitsProcessor):
             outside = sorted_probs.cumsum(dim=-1) - sorted_probs > self.top_p  # keep the token crossing top_p
             sorted_probs[outside] = 0.0
             probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        choice = torch.cat([torch.multinomial(probs[row], 1, generator=gen)
-                            for row, gen in enumerate(self.generators)])
+        choice = torch.cat(
+            [torch.multinomial(probs[row], 1, generator=gen) for row, gen in enumerate(self.generators)]
+        )
         out = torch.full_like(scores, float("-inf"))
         out[torch.arange(scores.shape[0]), choice] = 0.0
         return out
@@ -47,13 +48,22 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was configured but torch sees no CUDA device; set device: cpu or auto")
+        raise RuntimeError(
+            "device 'cuda' was configured but torch sees no CUDA device; set device: cpu or auto"
+        )
     return torch.device(device)
 
 
 class HFBackend:
-    def __init__(self, model_path: str, fingerprint: str, batch_size: int = 16, dtype: str = "float32",
-                 device: str = "auto", revision: str | None = None):
+    def __init__(
+        self,
+        model_path: str,
+        fingerprint: str,
+        batch_size: int = 16,
+        dtype: str = "float32",
+        device: str = "auto",
+        revision: str | None = None,
+    ):
         self.fingerprint = fingerprint
         self.batch_size = batch_size
         self.device = resolve_device(device)
@@ -63,7 +73,9 @@ class HFBackend:
         self.model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=_DTYPES[dtype])
         self.model.to(self.device).eval()
         eos = self.model.generation_config.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else self.tokenizer.eos_token_id])
+        self.eos_ids = set(
+            eos if isinstance(eos, list) else [eos if eos is not None else self.tokenizer.eos_token_id]
+        )
         log.info("hf backend: %s on %s (%s), batch %d", model_path, self.device, dtype, batch_size)
 
     def generate(self, requests: Sequence[Request], on_result: ResultCallback) -> None:
@@ -76,36 +88,53 @@ class HFBackend:
         for _, group in groupby(order, key=decoding):
             indices = list(group)
             for start in range(0, len(indices), self.batch_size):
-                batch = indices[start: start + self.batch_size]
-                for i, response in zip(batch, self._generate_batch([requests[i] for i in batch]), strict=True):
+                batch = indices[start : start + self.batch_size]
+                for i, response in zip(
+                    batch, self._generate_batch([requests[i] for i in batch]), strict=True
+                ):
                     on_result(i, response)
 
     @torch.inference_mode()
     def _generate_batch(self, batch: Sequence[Request]) -> list[Response]:
-        texts = [self.tokenizer.apply_chat_template(r.chat(), tokenize=False, add_generation_prompt=True)
-                 for r in batch]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        texts = [
+            self.tokenizer.apply_chat_template(r.chat(), tokenize=False, add_generation_prompt=True)
+            for r in batch
+        ]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+            self.device
+        )
         first = batch[0]
         config = self.model.generation_config.__class__.from_dict(
-            {**self.model.generation_config.to_dict(), "do_sample": False, "temperature": None, "top_p": None,
-             "top_k": None, "max_new_tokens": first.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id})
+            {
+                **self.model.generation_config.to_dict(),
+                "do_sample": False,
+                "temperature": None,
+                "top_p": None,
+                "top_k": None,
+                "max_new_tokens": first.max_new_tokens,
+                "pad_token_id": self.tokenizer.pad_token_id,
+            }
+        )
         processors = LogitsProcessorList()
         if first.temperature > 0:
-            processors.append(SeededRowSampler([r.seed for r in batch], first.temperature, first.top_p,
-                                               self.device))
+            processors.append(
+                SeededRowSampler([r.seed for r in batch], first.temperature, first.top_p, self.device)
+            )
         out = self.model.generate(**enc, generation_config=config, logits_processor=processors)
-        new_tokens = out[:, enc["input_ids"].shape[1]:]
+        new_tokens = out[:, enc["input_ids"].shape[1] :]
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
         responses = []
         for row, tokens in enumerate(new_tokens.tolist()):
             stop = next((k for k, t in enumerate(tokens) if t in self.eos_ids), None)
             kept = tokens if stop is None else tokens[:stop]
-            responses.append(Response(
-                text=self.tokenizer.decode(kept, skip_special_tokens=True).strip(),
-                finish_reason="stop" if stop is not None else "length",
-                prompt_tokens=int(prompt_lengths[row]),
-                completion_tokens=len(kept) + (stop is not None),
-            ))
+            responses.append(
+                Response(
+                    text=self.tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                    finish_reason="stop" if stop is not None else "length",
+                    prompt_tokens=int(prompt_lengths[row]),
+                    completion_tokens=len(kept) + (stop is not None),
+                )
+            )
         return responses
 
     def close(self) -> None:

@@ -16,8 +16,12 @@ from vpo.llm.base import Request, Response, ResultCallback
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
-              openai.InternalServerError)
+_TRANSIENT = (
+    openai.RateLimitError,
+    openai.APITimeoutError,
+    openai.APIConnectionError,
+    openai.InternalServerError,
+)
 
 
 class OpenAIBackend:
@@ -27,9 +31,18 @@ class OpenAIBackend:
     sampling is switched on in a `generation_config` sent with the request (see cpu-notes).
     """
 
-    def __init__(self, base_url: str, model: str, fingerprint: str, api_key_env: str | None = None,
-                 max_concurrency: int = 8, max_retries: int = 5, timeout_s: float = 300.0,
-                 server_generation_config: dict[str, Any] | None = None, backoff_base_s: float = 1.0):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        fingerprint: str,
+        api_key_env: str | None = None,
+        max_concurrency: int = 8,
+        max_retries: int = 5,
+        timeout_s: float = 300.0,
+        server_generation_config: dict[str, Any] | None = None,
+        backoff_base_s: float = 1.0,
+    ):
         api_key = "none"
         if api_key_env:
             api_key = os.environ.get(api_key_env, "")
@@ -61,14 +74,26 @@ class OpenAIBackend:
             await client.close()
 
     async def _complete(self, client: openai.AsyncOpenAI, request: Request) -> Response:
-        kwargs: dict[str, Any] = {"model": self.model, "messages": request.chat(), "seed": request.seed,
-                                  "temperature": request.temperature, "top_p": request.top_p,
-                                  "max_tokens": request.max_new_tokens}
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": request.chat(),
+            "seed": request.seed,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_tokens": request.max_new_tokens,
+        }
         if self.server_generation_config is not None:
-            kwargs["extra_body"] = {"generation_config": json.dumps({
-                **self.server_generation_config, "do_sample": request.temperature > 0,
-                "temperature": request.temperature or None, "top_p": request.top_p,
-                "max_new_tokens": request.max_new_tokens})}
+            kwargs["extra_body"] = {
+                "generation_config": json.dumps(
+                    {
+                        **self.server_generation_config,
+                        "do_sample": request.temperature > 0,
+                        "temperature": request.temperature or None,
+                        "top_p": request.top_p,
+                        "max_new_tokens": request.max_new_tokens,
+                    }
+                )
+            }
         error = ""
         for attempt in range(self.max_retries + 1):
             try:

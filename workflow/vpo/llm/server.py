@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -24,19 +25,41 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _executable(name: str) -> str:
+    """The CLI installed beside the running Python (the job's env) first, then anything on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(
+            f"`{name}` not found beside {sys.executable} or on PATH; install it in the job's env"
+        )
+    return found
+
+
 def server_command(kind: str, model: str, port: int) -> list[str]:
     if kind == "transformers":
-        exe = shutil.which("transformers") or "transformers"
-        return [exe, "serve", model, "--host", "127.0.0.1", "--port", str(port)]
+        return [_executable("transformers"), "serve", model, "--host", "127.0.0.1", "--port", str(port)]
     if kind == "vllm":
-        exe = shutil.which("vllm") or "vllm"
-        return [exe, "serve", model, "--host", "127.0.0.1", "--port", str(port), "--served-model-name", model]
+        return [
+            _executable("vllm"),
+            "serve",
+            model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--served-model-name",
+            model,
+        ]
     raise ValueError(f"unknown server kind {kind!r}; expected transformers or vllm")
 
 
 @contextlib.contextmanager
-def local_server(kind: str, model: str, log_path: str | os.PathLike | None = None,
-                 startup_timeout_s: float = 600.0) -> Iterator[str]:
+def local_server(
+    kind: str, model: str, log_path: str | os.PathLike | None = None, startup_timeout_s: float = 600.0
+) -> Iterator[str]:
     """Yield the base URL of a server on a free loopback port; stop it (by PID) when the block ends."""
     port = free_port()
     log_file = open(log_path, "ab") if log_path else tempfile.TemporaryFile()  # noqa: SIM115

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up the pinned environment, then run the VPO workflow. With no argument it runs the whole DAG
+# on the embedded default (2-core CPU, tiny local models) and rewrites one query with the result.
+# Arguments go to snakemake: scripts/run.sh --configfile config/paper.yaml --dry-run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+snakemake "$@"
+
+if [[ $# -eq 0 ]]; then
+    echo "The DPO policy rewrites a query:" >&2
+    vpo rewrite "a cute dog on the grass" --model results/models/dpo
+fi

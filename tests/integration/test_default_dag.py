@@ -1,0 +1,176 @@
+"""The whole default DAG on CPU, in a temporary copy of the project: every output validates, the DPO
+checkpoint generates, a second run has nothing to do, and a parameter change re-runs only its
+downstream jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from vpo.io import read_records
+from vpo.schemas import validate_records
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Jobs of the default run, per rule (2 SFT shards, 1 DPO shard).
+EXPECTED_JOBS = {
+    "build_smollm2": 1,
+    "curate": 2,
+    "shard_sft": 1,
+    "shard_dpo": 1,
+    "draft": 2,
+    "critique": 3,
+    "refine": 3,
+    "sft_data": 1,
+    "train_sft": 1,
+    "sample": 1,
+    "build_pairs": 1,
+    "train_dpo": 1,
+    "all": 1,
+}
+RECORD_TYPES = {  # output glob -> record schema
+    "queries/sft.parquet": "query",
+    "queries/dpo.parquet": "query",
+    "queries/*/shard-*.parquet": "query",
+    "queries/*.dropped.parquet": "dropped_query",
+    "sft/drafts/*.parquet": "generation",
+    "dpo/candidates/*.parquet": "generation",
+    "*/critiques/*.parquet": "critique",
+    "*/refinements/*.parquet": "refinement",
+    "sft/examples.parquet": "sft_example",
+    "dpo/pairs.parquet": "pair",
+}
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def jobs_by_rule(stdout: str) -> Counter:
+    """Parse the job table Snakemake prints before it runs (or dry-runs) anything."""
+    counts: Counter = Counter()
+    lines = stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Job stats:")), None)
+    if start is None:
+        return counts
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A clean copy of the project (no built models, no results) with the default DAG run in it."""
+    root = tmp_path_factory.mktemp("vpo")
+    for name in ("Snakefile", "config", "envs", "profiles", "workflow"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    shutil.copytree(REPO / "resources", root / "resources", ignore=shutil.ignore_patterns("models"))
+    run = snakemake(root)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    root.joinpath("first-run.log").write_text(run.stdout + run.stderr)
+    return root
+
+
+def test_runs_every_stage_once(project):
+    assert jobs_by_rule((project / "first-run.log").read_text()) == EXPECTED_JOBS
+
+
+def test_every_record_file_validates(project):
+    results = project / "results"
+    seen = set()
+    for pattern, record_type in RECORD_TYPES.items():
+        for path in results.glob(pattern):
+            if path in seen:
+                continue
+            seen.add(path)
+            validate_records(read_records(path), record_type, str(path.relative_to(project)))
+    produced = {p for p in results.rglob("*.parquet") if "cache" not in p.parts}
+    assert produced == seen, f"outputs without a record schema: {sorted(map(str, produced - seen))}"
+
+
+def test_stage_reports_account_for_every_item(project):
+    results = project / "results"
+    curate = json.loads((results / "queries/sft.report.json").read_text())["counts"]
+    assert curate["kept"] + curate["dropped"] == curate["raw"] == 24
+    assert curate["dropped_by_reason"] == {
+        "exact_duplicate": 1,
+        "near_duplicate": 1,
+        "special_chars": 1,
+        "too_short": 1,
+    }
+    for report in results.glob("*/critiques/*.report.json"):
+        counts = json.loads(report.read_text())["counts"]
+        assert sum(counts["by_status"].values()) == counts["items"]
+        provenance = json.loads(report.read_text())["provenance"]
+        assert all(len(digest) == 64 for digest in provenance["inputs_sha256"].values())
+    sft = read_records(results / "sft/examples.parquet")
+    pairs = read_records(results / "dpo/pairs.parquet")
+    assert sft and pairs
+    assert len({p["query_id"] for p in pairs}) == len(pairs), "at most one pair per query"
+    assert all(p["chosen"] != p["rejected"] for p in pairs)
+    dataset_info = json.loads((results / "dpo/dataset/dataset_info.json").read_text())
+    rows = json.loads((results / "dpo/dataset" / dataset_info["vpo_dpo"]["file_name"]).read_text())
+    assert len(rows) == len(pairs)
+
+
+def test_dpo_checkpoint_rewrites_a_query(project):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "vpo.cli", "rewrite", "a cute dog on the grass"]
+    command += ["--model", "results/models/dpo", "--max-new-tokens", "32", "--cache-dir", "results/cache"]
+    out = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    assert answer["query"] == "a cute dog on the grass"
+    assert answer["status"] == "ok" and answer["prompt"].strip()
+
+
+def test_second_run_has_nothing_to_do(project):
+    run = snakemake(project, "--dry-run")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Nothing to be done" in run.stdout + run.stderr
+
+
+def test_changing_the_pair_shuffle_reruns_only_pairs_and_dpo(project):
+    run = snakemake(project, "--dry-run", "--config", "pairs={video_pairs: null, shuffle_seed: 7}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert jobs_by_rule(run.stdout) == {"build_pairs": 1, "train_dpo": 1, "all": 1}
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("sample={k: 0}", "sample.k"),
+        ("queries={sft: no/such/file.txt, dpo: resources/queries/demo_dpo.txt}", "no/such/file.txt"),
+        ("critique={llm: gpt-9}", "critique.llm"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, override, expected):
+    run = snakemake(REPO, "--dry-run", "--directory", str(REPO), "--config", override)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert expected in output and "Fix:" in output
+    assert "Job stats:" not in output
