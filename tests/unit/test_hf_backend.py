@@ -1,5 +1,5 @@
 from vpo.llm.base import Request
-from vpo.llm.hf import HFBackend
+from vpo.llm.hf import HFBackend, pad_after_prefix, shared_prefix_length
 
 GEN = {"temperature": 0.9, "top_p": 0.9, "max_new_tokens": 12}
 
@@ -32,3 +32,30 @@ def test_greedy_and_mixed_decoding_settings(tiny_lm):
     mixed = run(backend, [*greedy, req("a cat", seed=1, max_new_tokens=3)])
     assert mixed[0].text == mixed[1].text  # greedy ignores the seed
     assert mixed[2].completion_tokens <= 3
+
+
+def test_shared_prefix_and_padding_layout():
+    rows = [[5, 6, 7, 8], [5, 6, 9], [5, 6, 7]]
+    assert shared_prefix_length(rows) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # each row keeps one token of its own
+    assert shared_prefix_length([[1, 2, 3]]) == 0
+    ids, mask = pad_after_prefix(rows, 2, pad_id=0)
+    assert ids.tolist() == [[5, 6, 7, 8], [5, 6, 0, 9], [5, 6, 0, 7]]
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 1], [1, 1, 0, 1]]
+    ids, mask = pad_after_prefix(rows, 0, pad_id=0)
+    assert ids.tolist()[1] == [0, 5, 6, 9] and mask.tolist()[1] == [0, 1, 1, 1]
+
+
+def test_reusing_the_shared_prefix_changes_no_answer(tiny_lm):
+    few_shot = " ".join(["the camera follows a red cat in the rain at night ."] * 12)
+    requests = [
+        req(f"{few_shot} query : {tail}", seed=i, **gen)
+        for i, tail in enumerate(["a dog", "blue city light at sunset", "slow"])
+        for gen in ({"temperature": 0.0}, {})
+    ]
+    reused = run(HFBackend(str(tiny_lm), "hf|tiny", batch_size=8, device="cpu"), requests)
+    plain = run(
+        HFBackend(str(tiny_lm), "hf|tiny", batch_size=8, device="cpu", min_shared_prefix=10**9), requests
+    )
+    assert [r.text for r in reused] == [r.text for r in plain]
+    assert all(r.completion_tokens > 0 for r in reused)

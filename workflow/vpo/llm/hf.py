@@ -44,6 +44,35 @@ class SeededRowSampler(LogitsProcessor):
         return out
 
 
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Tokens every row starts with, leaving each row at least one token of its own to feed `generate`."""
+    if len(rows) < 2:
+        return 0
+    limit = min(len(row) for row in rows) - 1
+    length = 0
+    while length < limit and all(row[length] == rows[0][length] for row in rows):
+        length += 1
+    return length
+
+
+def pad_after_prefix(
+    rows: Sequence[Sequence[int]], shared: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[shared prefix][padding][row's own tokens]; with shared = 0 this is plain left padding.
+
+    Padding in the middle is masked out and position ids follow the mask, so every row is encoded
+    exactly as if it were alone and unpadded.
+    """
+    width = max(len(row) for row in rows) - shared
+    ids, mask = [], []
+    for row in rows:
+        own = list(row[shared:])
+        gap = width - len(own)
+        ids.append(list(row[:shared]) + [pad_id] * gap + own)
+        mask.append([1] * shared + [0] * gap + [1] * len(own))
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -63,9 +92,11 @@ class HFBackend:
         dtype: str = "float32",
         device: str = "auto",
         revision: str | None = None,
+        min_shared_prefix: int = 64,
     ):
         self.fingerprint = fingerprint
         self.batch_size = batch_size
+        self.min_shared_prefix = min_shared_prefix
         self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, padding_side="left")
         if self.tokenizer.pad_token is None:
@@ -100,9 +131,18 @@ class HFBackend:
             self.tokenizer.apply_chat_template(r.chat(), tokenize=False, add_generation_prompt=True)
             for r in batch
         ]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-            self.device
-        )
+        rows = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        shared = shared_prefix_length(rows)
+        if shared < self.min_shared_prefix:
+            shared = 0
+        input_ids, attention_mask = pad_after_prefix(rows, shared, self.tokenizer.pad_token_id)
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        extra = {}
+        if shared:
+            # Few-shot prompts share a long head: encode it once and reuse its keys/values for every row.
+            cache = self.model(input_ids[:1, :shared], use_cache=True).past_key_values
+            cache.batch_repeat_interleave(len(rows))
+            extra["past_key_values"] = cache
         first = batch[0]
         config = self.model.generation_config.__class__.from_dict(
             {
@@ -120,9 +160,15 @@ class HFBackend:
             processors.append(
                 SeededRowSampler([r.seed for r in batch], first.temperature, first.top_p, self.device)
             )
-        out = self.model.generate(**enc, generation_config=config, logits_processor=processors)
-        new_tokens = out[:, enc["input_ids"].shape[1] :]
-        prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=config,
+            logits_processor=processors,
+            **extra,
+        )
+        new_tokens = out[:, input_ids.shape[1] :]
+        prompt_lengths = [len(row) for row in rows]
         responses = []
         for row, tokens in enumerate(new_tokens.tolist()):
             stop = next((k for k, t in enumerate(tokens) if t in self.eos_ids), None)
