@@ -25,6 +25,12 @@ def built_model(name):
     return [model["source"]] if model["build"] else []
 
 
+def policy_base(wildcards, input):
+    """The base policy for SFT: the folder the workflow built (a DAG input), else the configured source."""
+    built = [input.model] if isinstance(input.model, str) else list(input.model)
+    return built[0] if built else CFG["models"][CFG["policy_model"]]["source"]
+
+
 def stage_llm(stage):
     return llm_spec(CFG, CFG[stage]["llm"])
 

@@ -61,7 +61,7 @@ rule train_sft:
         model=directory("results/models/sft"),
         report="results/models/sft.report.json",
     params:
-        base=CFG["models"][CFG["policy_model"]]["source"],
+        base=policy_base,
         train=as_json(CFG["train_sft"]),
         seed=CFG["seed"],
     log:
