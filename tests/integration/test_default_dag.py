@@ -155,7 +155,7 @@ def test_second_run_has_nothing_to_do(project):
 
 
 def test_changing_the_pair_shuffle_reruns_only_pairs_and_dpo(project):
-    run = snakemake(project, "--dry-run", "--config", "pairs={video_pairs: null, shuffle_seed: 7}")
+    run = snakemake(project, "--dry-run", "--config", "pairs={shuffle_seed: 7}")
     assert run.returncode == 0, run.stderr[-3000:]
     assert jobs_by_rule(run.stdout) == {"build_pairs": 1, "train_dpo": 1, "all": 1}
 

@@ -91,3 +91,16 @@ def test_every_schema_key_has_a_description():
     assert len(rows) > 60
     undocumented = [r.split("|")[1] for r in rows if not r.split("|")[3].strip()]
     assert undocumented == []
+
+
+def test_strings_from_the_command_line_become_the_type_the_schema_wants(config):
+    # `snakemake --config sample='{k: 4}'` delivers {"k": "4"}.
+    changed = with_change(config, "sample.k", "4")
+    changed = with_change(changed, "draft.generation.temperature", "0.5")
+    validated = validate_config(changed, check_files=False)
+    assert validated["sample"]["k"] == 4
+    assert validated["draft"]["generation"]["temperature"] == 0.5
+    with pytest.raises(ConfigError, match=r"sample\.k.*'four'"):
+        validate_config(with_change(config, "sample.k", "four"), check_files=False)
+    with pytest.raises(ConfigError, match=r"sample\.k"):
+        validate_config(with_change(config, "sample.k", "2.5"), check_files=False)

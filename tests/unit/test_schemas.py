@@ -9,9 +9,10 @@ import yaml
 SCHEMAS = sorted((Path(__file__).resolve().parents[2] / "workflow/schemas").rglob("*.yaml"))
 KEYWORDS = {
     "$schema", "$id", "$ref", "$defs", "title", "description", "type", "enum", "const", "default",
-    "properties", "additionalProperties", "patternProperties", "required", "items", "minItems",
-    "maxItems", "uniqueItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-    "minLength", "maxLength", "minProperties", "maxProperties", "pattern", "format", "allOf", "anyOf", "oneOf", "not", "if", "then", "else",
+    "properties", "additionalProperties", "patternProperties", "required", "minProperties",
+    "maxProperties", "items", "minItems", "maxItems", "uniqueItems", "minimum", "maximum",
+    "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern", "format",
+    "allOf", "anyOf", "oneOf", "not", "if", "then", "else",
 }  # fmt: skip
 NAMED_CHILDREN = {"properties", "$defs", "patternProperties"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,14 @@ def validate_config(
     config: dict[str, Any], source: str = "config", check_files: bool = True
 ) -> dict[str, Any]:
     """Return a copy with schema defaults filled in, or raise ConfigError naming the key and the fix."""
-    validator = jsonschema.Draft202012Validator(load_schema(CONFIG_SCHEMA))
+    schema = load_schema(CONFIG_SCHEMA)
+    validator = jsonschema.Draft202012Validator(schema)
+    config = copy.deepcopy(config)
+    _coerce_strings(config, validator)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("\n".join(_describe(source, e) for e in errors[:10]))
-    config = copy.deepcopy(config)
-    _fill_defaults(config)
+    _fill_defaults(config, schema, schema)
     problems = _cross_checks(config, check_files)
     if problems:
         raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
@@ -62,39 +65,46 @@ def _describe(source: str, error: jsonschema.ValidationError) -> str:
     return f"{source}: key '{key}': {error.message}. Fix: see the key's description in config/README.md."
 
 
-_LLM_DEFAULTS = {
-    "base_url": None,
-    "api_key_env": None,
-    "serve": None,
-    "max_concurrency": 8,
-    "max_retries": 5,
-    "timeout_s": 300,
-    "batch_size": 16,
-    "dtype": "float32",
-    "device": "auto",
-}
-_SAMPLE_DEFAULTS = {
-    "serve": None,
-    "batch_size": 16,
-    "max_concurrency": 8,
-    "dtype": "float32",
-    "device": "auto",
-}
-_TRAIN_DEFAULTS = {"lora_rank": 8, "deepspeed": None, "logging_steps": 1}
+def _coerce_strings(config: dict[str, Any], validator: jsonschema.Draft202012Validator) -> None:
+    """Turn "4" into 4 where the schema wants a number, boolean or null.
+
+    Snakemake hands the values inside a `--config key='{a: 4}'` mapping over as strings; a string that
+    reads as exactly the type the schema asks for is what the user meant. Anything else is left for
+    the schema error.
+    """
+    for error in validator.iter_errors(config):
+        if error.validator != "type" or not isinstance(error.instance, str) or not error.absolute_path:
+            continue
+        try:
+            value = yaml.safe_load(error.instance)
+        except yaml.YAMLError:
+            continue
+        if isinstance(value, str) or not jsonschema.Draft202012Validator(error.schema).is_valid(value):
+            continue
+        *parents, last = error.absolute_path
+        node = config
+        for part in parents:
+            node = node[part]
+        node[last] = value
 
 
-def _fill_defaults(config: dict[str, Any]) -> None:
-    for model in config["models"].values():
-        model.setdefault("build", None)
-        model.setdefault("revision", None)
-    for llm in config["llms"].values():
-        for key, value in _LLM_DEFAULTS.items():
-            llm.setdefault(key, value)
-    for key, value in _SAMPLE_DEFAULTS.items():
-        config["sample"].setdefault(key, value)
-    for stage in ("train_sft", "train_dpo"):
-        for key, value in _TRAIN_DEFAULTS.items():
-            config[stage].setdefault(key, value)
+def _fill_defaults(node: Any, schema: dict[str, Any], root: dict[str, Any]) -> None:
+    """Fill the `default` of every absent key, as the schema (the one source of defaults) gives it."""
+    schema = _resolve(root, schema)
+    if not isinstance(node, dict):
+        return
+    properties = schema.get("properties", {})
+    for name, child in properties.items():
+        child = _resolve(root, child)
+        if name not in node and "default" in child:
+            node[name] = copy.deepcopy(child["default"])
+        if name in node:
+            _fill_defaults(node[name], child, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for name, value in node.items():
+            if name not in properties:
+                _fill_defaults(value, extra, root)
 
 
 def _cross_checks(config: dict[str, Any], check_files: bool) -> list[str]:
@@ -271,7 +281,7 @@ def _doc_rows(root: dict[str, Any], node: dict[str, Any], prefix: str, lines: li
         key = f"{prefix}{name}"
         description = " ".join(str(child.get("description", "")).split())
         if "default" in child:
-            description += f" Default: `{child['default']}`."
+            description += f" Default: `{json.dumps(child['default'])}`."
         lines.append(f"| `{key}` | {_type_of(child)} | {description} |")
         if "properties" in child:
             _doc_rows(root, child, key + ".", lines)
