@@ -8,6 +8,8 @@ hands greedy search a one-hot choice; the answer then depends only on the reques
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 from collections.abc import Sequence
 from itertools import groupby
@@ -73,6 +75,26 @@ def pad_after_prefix(
     return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
 
 
+def reuse_freed_memory() -> bool:
+    """Stop glibc from returning every large tensor's memory to the OS (CPU generation only).
+
+    The key/value cache grows by one token per step, so each step allocates a slightly larger block
+    than the one it frees; above glibc's dynamic mmap threshold every such block is a fresh mmap whose
+    pages are faulted in and zeroed again. Raising the threshold to its maximum (32 MiB on 64-bit) and
+    never trimming keeps those blocks in the heap (measured on 2 cores: a refine batch of 11 rows,
+    96 sampled tokens, went from 59-67 s to 35 s).
+    """
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name) if libc_name else None
+    if libc is None or not hasattr(libc, "mallopt"):
+        log.info("no glibc mallopt here; CPU decoding keeps the allocator's defaults")
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(
+        libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024) and libc.mallopt(m_trim_threshold, 2**31 - 1)
+    )
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -98,6 +120,8 @@ class HFBackend:
         self.batch_size = batch_size
         self.min_shared_prefix = min_shared_prefix
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            reuse_freed_memory()
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
