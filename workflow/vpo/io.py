@@ -34,10 +34,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
 def write_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]], record_type: str) -> int:
     """Validate `records` against the JSON Schema of `record_type` and write them as Parquet."""
     rows = [dict(r) for r in records]

@@ -79,6 +79,7 @@ def local_server(
 
 def _wait_healthy(proc: subprocess.Popen, port: int, timeout_s: float, log_path) -> None:
     deadline = time.monotonic() + timeout_s
+    last_error: OSError | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = Path(log_path).read_text(errors="replace")[-2000:] if log_path else ""
@@ -87,10 +88,10 @@ def _wait_healthy(proc: subprocess.Popen, port: int, timeout_s: float, log_path)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
                 if reply.status == 200:
                     return
-        except OSError:
-            pass
+        except OSError as exc:  # not listening yet, or still loading the model
+            last_error = exc
         time.sleep(0.5)
-    raise TimeoutError(f"model server on port {port} not healthy after {timeout_s:.0f}s")
+    raise TimeoutError(f"model server on port {port} not healthy after {timeout_s:.0f}s (last: {last_error})")
 
 
 def _stop(proc: subprocess.Popen) -> None:
