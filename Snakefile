@@ -1,5 +1,5 @@
-# VPO workflow: raw queries -> SFT data -> SFT -> sampled candidates -> critiques/refinements
-# -> preference pairs -> DPO. Rules are thin; the logic lives in the `vpo` package (workflow/vpo).
+# VPO workflow: raw queries -> SFT data -> SFT -> sampled candidates -> critiques/refinements and
+# videos -> checklist rewards -> preference pairs (text and video level) -> DPO. Rules are thin; the logic lives in the `vpo` package (workflow/vpo).
 from snakemake.utils import min_version
 
 from vpo.config import validate_config
@@ -22,9 +22,17 @@ include: "workflow/rules/sft.smk"
 include: "workflow/rules/dpo.smk"
 
 
+if CFG["pairs"]["video"]:
+
+    include: "workflow/rules/video.smk"
+
+
 rule all:
     input:
         "results/models/dpo",
         "results/sft/report.json",
         "results/dpo/pairs.report.json",
+        ["results/report/videos.html", "results/report/reward_distribution.svg"]
+        if CFG["pairs"]["video"]
+        else [],
     default_target: True

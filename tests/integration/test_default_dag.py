@@ -1,6 +1,6 @@
-"""The whole default DAG on CPU, in a temporary copy of the project: every output validates, the DPO
-checkpoint generates, a second run has nothing to do, and a parameter change re-runs only its
-downstream jobs."""
+"""The whole default DAG on CPU, in a temporary copy of the project: every output validates, videos
+decode to the configured size, the DPO checkpoint generates, a second run has nothing to do, a
+parameter change re-runs only its downstream jobs, and a deleted video is the only one rendered again."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Jobs of the default run, per rule (2 SFT shards, 1 DPO shard).
+# Jobs of the default run, per rule (2 SFT shards, 1 DPO shard of 1 video part).
 EXPECTED_JOBS = {
-    "build_smollm2": 1,
+    "build_smollm2_135m": 1,
+    "build_tiny_cogvideox": 1,
+    "build_tiny_vlm": 1,
     "curate": 2,
     "shard_sft": 1,
     "shard_dpo": 1,
@@ -33,6 +35,10 @@ EXPECTED_JOBS = {
     "sft_data": 1,
     "train_sft": 1,
     "sample": 1,
+    "generate_videos": 1,
+    "score_videos": 1,
+    "video_pairs": 1,
+    "video_report": 1,
     "build_pairs": 1,
     "train_dpo": 1,
     "all": 1,
@@ -48,6 +54,9 @@ RECORD_TYPES = {  # output glob -> record schema
     "*/refinements/*.parquet": "refinement",
     "sft/examples.parquet": "sft_example",
     "dpo/pairs.parquet": "pair",
+    "dpo/videos/*/*.parquet": "video",
+    "dpo/rewards/*/*.parquet": "reward",
+    "dpo/video_pairs.parquet": "pair",
 }
 
 
@@ -137,6 +146,55 @@ def test_stage_reports_account_for_every_item(project):
     assert len(rows) == len(pairs)
 
 
+def test_every_candidate_is_rendered_and_scored(project):
+    from vpo.reward.frames import read_video
+
+    results = project / "results"
+    candidates = read_records(next(results.glob("dpo/candidates/shard-*.parquet")))
+    videos = [v for p in sorted(results.glob("dpo/videos/*/*.parquet")) for v in read_records(p)]
+    rewards = [r for p in sorted(results.glob("dpo/rewards/*/*.parquet")) for r in read_records(p)]
+    with_prompt = [c for c in candidates if c["status"] == "ok"]
+    assert sorted(v["candidate_id"] for v in videos) == sorted(c["item_id"] for c in with_prompt)
+    assert sorted(r["video_id"] for r in rewards) == sorted(v["video_id"] for v in videos)
+    for video in videos:
+        frames, fps = read_video(project / video["video_path"])
+        assert frames.shape == (9, 32, 32, 3) and fps == pytest.approx(8)
+    counts = json.loads(next(results.glob("dpo/rewards/*/*.report.json")).read_text())["counts"]
+    answers = sum(counts.get(f"answers_{label}", 0) for label in ("yes", "no", "invalid"))
+    assert answers == counts["videos"] * counts["questions"] == len(rewards) * 8
+    pairs = read_records(results / "dpo/pairs.parquet")
+    video_pairs = read_records(results / "dpo/video_pairs.parquet")
+    by_source = json.loads((results / "dpo/pairs.report.json").read_text())["counts"]["by_source"]
+    assert by_source.get("video", 0) == sum(p["source"] == "video" for p in pairs)
+    text_queries = {p["query_id"] for p in pairs if p["source"] == "text"}
+    merged_video = {p["pair_id"] for p in pairs if p["source"] == "video"}
+    assert merged_video == {p["pair_id"] for p in video_pairs if p["query_id"] not in text_queries}
+    page = (results / "report/videos.html").read_text()
+    assert page.count("<video") == len(videos)
+
+
+def test_deleted_video_is_the_only_one_rendered_again(project):
+    manifest = next((project / "results").glob("dpo/videos/*/*.parquet"))
+    videos = read_records(manifest)
+    (project / videos[0]["video_path"]).unlink()
+    dry = snakemake(project, "--dry-run")
+    assert f"snakemake --forcerun {manifest.relative_to(project)}" in dry.stdout + dry.stderr
+    run = snakemake(project, "--forcerun", str(manifest.relative_to(project)))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    counts = json.loads(manifest.with_suffix(".report.json").read_text())["counts"]
+    assert counts["rendered"] == 1 and counts["cache_hits"] == len(videos) - 1
+    assert (project / videos[0]["video_path"]).exists()
+    rewards = json.loads(next((project / "results").glob("dpo/rewards/*/*.report.json")).read_text())
+    assert rewards["counts"].get("scored", 0) <= 1  # an identical re-render is a cache hit
+    assert "Nothing to be done" in snakemake(project, "--dry-run").stdout
+
+
+def test_report_shows_the_videos(project):
+    run = snakemake(project, "--report", "report.html")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (project / "report.html").stat().st_size > 10_000
+
+
 def test_dpo_checkpoint_rewrites_a_query(project):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "vpo.cli", "rewrite", "a cute dog on the grass"]
@@ -158,6 +216,13 @@ def test_changing_the_pair_shuffle_reruns_only_pairs_and_dpo(project):
     run = snakemake(project, "--dry-run", "--config", "pairs={shuffle_seed: 7}")
     assert run.returncode == 0, run.stderr[-3000:]
     assert jobs_by_rule(run.stdout) == {"build_pairs": 1, "train_dpo": 1, "all": 1}
+
+
+def test_changing_the_pair_margin_reruns_only_pairs_onward(project):
+    run = snakemake(project, "--dry-run", "--config", "pairs={margin: 0.1}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    expected = {"video_pairs": 1, "video_report": 1, "build_pairs": 1, "train_dpo": 1, "all": 1}
+    assert jobs_by_rule(run.stdout) == expected
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ KEYWORDS = {
     "$schema", "$id", "$ref", "$defs", "title", "description", "type", "enum", "const", "default",
     "properties", "additionalProperties", "patternProperties", "required", "minProperties",
     "maxProperties", "items", "minItems", "maxItems", "uniqueItems", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern", "format",
+    "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength", "pattern", "format",
     "allOf", "anyOf", "oneOf", "not", "if", "then", "else",
 }  # fmt: skip
 NAMED_CHILDREN = {"properties", "$defs", "patternProperties"}

@@ -1,5 +1,6 @@
 # Small input functions and path helpers shared by the rule files.
 import json
+import math
 
 from vpo.config import llm_spec
 from vpo.curate import shard_count
@@ -52,3 +53,30 @@ def res(stage, key, default):
 
 def as_json(value):
     return json.dumps(value, sort_keys=True)
+
+
+def safe_name(name):
+    """A config entry name as a rule-name fragment (rule names must be identifiers)."""
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+def model_location(name):
+    """Input function: the folder the workflow built (a DAG input), else the configured source."""
+
+    def location(wildcards, input):
+        built = [input.model] if isinstance(input.model, str) else list(input.model)
+        return built[0] if built else CFG["models"][name]["source"]
+
+    return location
+
+
+def video_parts(pattern):
+    """One path per (DPO shard, part); a shard's candidates are split so a job renders ~items_per_job videos."""
+    t2v = CFG["t2v"]
+    per_shard = CFG["sharding"]["queries_per_shard"] * CFG["sample"]["k"] * t2v["videos_per_prompt"]
+    parts = max(1, math.ceil(per_shard / t2v["items_per_job"]))
+    return [pattern.format(k=k, p=p) for k in range(N_SHARDS["dpo"]) for p in range(parts)]
+
+
+def n_video_parts():
+    return len(video_parts("{k}{p}")) // N_SHARDS["dpo"]

@@ -35,7 +35,7 @@ rule build_pairs:
     input:
         refinements=shards("dpo", "results/dpo/refinements/shard-{k}.parquet"),
         template=CFG["sample"]["template"],
-        video=[CFG["pairs"]["video_pairs"]] if CFG["pairs"]["video_pairs"] else [],
+        video=["results/dpo/video_pairs.parquet"] if CFG["pairs"]["video"] else [],
     output:
         pairs="results/dpo/pairs.parquet",
         dataset=directory("results/dpo/dataset"),

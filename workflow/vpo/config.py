@@ -11,6 +11,7 @@ import jsonschema
 import yaml
 
 from vpo.prompts import conversation, load_template
+from vpo.reward.checklist import ChecklistError, load_checklist
 from vpo.schemas import load_schema
 
 CONFIG_SCHEMA = "config.schema.yaml"
@@ -151,6 +152,18 @@ def _cross_checks(config: dict[str, Any], check_files: bool) -> list[str]:
             "keys 'curation.min_words' > 'curation.max_words': no query could pass. Fix: lower "
             "min_words or raise max_words."
         )
+    if config["pairs"]["video"]:
+        for section in ("t2v", "reward"):
+            if section not in config:
+                problems.append(
+                    f"key '{section}' is missing but pairs.video is true. Fix: add the section "
+                    "(see config/config.yaml) or set pairs.video to false."
+                )
+            elif config[section]["model"] not in models:
+                problems.append(
+                    f"key '{section}.model': {config[section]['model']!r} is not an entry of 'models' "
+                    f"({', '.join(models)}). Fix: name one of them."
+                )
     for stage in ("train_sft",):
         for key in ("pref_beta", "pref_loss"):
             if key in config[stage]:
@@ -198,12 +211,14 @@ def _check_files(config: dict[str, Any]) -> list[str]:
             conversation(text)
         except ValueError as exc:
             problems.append(f"key '{stage}.template': {path}: {exc}.")
-    video = config["pairs"]["video_pairs"]
-    if video and not Path(video).is_file():
-        problems.append(
-            f"key 'pairs.video_pairs': file {video} not found. Fix: point it at a Parquet file "
-            "of video-level pairs or set null."
-        )
+    if config["pairs"]["video"] and "reward" in config:
+        path = config["reward"]["checklist"]
+        fetched = config["reward"]["backend"] == "visionreward" and not Path(path).exists()
+        try:
+            if not fetched:  # else the rule visionreward_checklist downloads it from the release
+                load_checklist(path)
+        except ChecklistError as exc:
+            problems.append(f"key 'reward.checklist': {exc}")
     for name, model in config["models"].items():
         source = Path(model["source"])
         local = model["source"].startswith((".", "/")) or source.parts[:1] in (("resources",), ("results",))
@@ -223,6 +238,13 @@ def llm_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
         spec["model_path"] = model["source"]
         spec["revision"] = model["revision"]
     return spec
+
+
+def reward_spec(config: dict[str, Any]) -> dict[str, Any]:
+    """The `reward` section with its model resolved to a local path or hub id (`model_path`)."""
+    spec = {k: v for k, v in config["reward"].items() if k not in ("resources", "model", "checklist")}
+    model = config["models"][config["reward"]["model"]]
+    return {**spec, "model_path": model["source"], "revision": model["revision"]}
 
 
 def config_doc(schema: dict[str, Any] | None = None) -> str:

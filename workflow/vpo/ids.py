@@ -39,3 +39,8 @@ def derive_seed(root_seed: int, *parts: Any) -> int:
 def shard_of(qid: str, n_shards: int) -> int:
     """Shard a query belongs to; depends only on its id, so other queries never move it."""
     return int(qid[:8], 16) % n_shards
+
+
+def part_of(item_id: str, n_parts: int) -> int:
+    """Which of a shard's `n_parts` jobs handles an item; stable, like `shard_of`, but on other bits."""
+    return int(item_id[8:16], 16) % n_parts

@@ -24,10 +24,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        make_shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def make_shareable(path: str | os.PathLike) -> None:
+    """Give a temp file the mode a plain `open` would have (mkstemp makes it owner-only)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -67,8 +75,14 @@ def _polars_schema(record_type: str) -> dict[str, pl.DataType]:
 
     columns: dict[str, pl.DataType] = {}
     for name, spec in record_schema(record_type)["properties"].items():
-        types = spec.get("type", "string")
-        types = [types] if isinstance(types, str) else types
-        base = next((t for t in types if t != "null"), "string")
-        columns[name] = _POLARS_TYPES[base]
+        columns[name] = _polars_type(spec)
     return columns
+
+
+def _polars_type(spec: dict) -> pl.DataType:
+    types = spec.get("type", "string")
+    types = [types] if isinstance(types, str) else types
+    base = next((t for t in types if t != "null"), "string")
+    if base == "array":
+        return pl.List(_polars_type(spec.get("items", {})))
+    return _POLARS_TYPES[base]

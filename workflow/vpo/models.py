@@ -15,7 +15,8 @@ from vpo.ids import digest
 log = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+# Weights, and remote code (`trust_remote_code` models run the folder's own .py files).
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".py")
 _META_FILES = (
     "config.json",
     "generation_config.json",
@@ -23,6 +24,13 @@ _META_FILES = (
     "tokenizer_config.json",
     "chat_template.jinja",
     "adapter_config.json",
+    "model_index.json",  # diffusers pipelines: which components, which classes
+    "scheduler_config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "video_preprocessor_config.json",
+    "special_tokens_map.json",
+    "spiece.model",  # T5 sentencepiece vocabulary (CogVideoX text encoder)
 )
 
 
@@ -95,9 +103,28 @@ def _file_sha256(file: Path) -> str:
     return sha.hexdigest()
 
 
+def _build_tiny_cogvideox(out_dir: str | os.PathLike) -> Path:
+    from vpo.t2v.tiny_cogvideox import build_tiny_cogvideox
+
+    return build_tiny_cogvideox(out_dir)
+
+
+def _build_tiny_vlm(out_dir: str | os.PathLike) -> Path:
+    from vpo.reward.tiny_vlm import build_tiny_vlm
+
+    return build_tiny_vlm(out_dir)
+
+
+RECIPES = {
+    "smollm2-gguf": build_smollm2,
+    "tiny-cogvideox": _build_tiny_cogvideox,
+    "tiny-vlm": _build_tiny_vlm,
+}
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vpo.models", description=__doc__)
-    parser.add_argument("recipe", choices=["smollm2-gguf"], help="which model to build")
+    parser.add_argument("recipe", choices=sorted(RECIPES), help="which model to build")
     parser.add_argument("--out", required=True, help="folder to write the checkpoint to")
     return parser
 
@@ -105,7 +132,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = make_parser().parse_args(argv)
-    out = build_smollm2(args.out)
+    out = RECIPES[args.recipe](args.out)
     log.info("built %s at %s (%s)", args.recipe, out, fingerprint(str(out)))
 
 

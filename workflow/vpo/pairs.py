@@ -48,6 +48,9 @@ def text_pairs(refinements: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
             "chosen_kind": "refinement",
             "rejected_id": r["item_id"],
             "score_margin": None,
+            "score_convention": None,
+            "chosen_video_id": None,
+            "rejected_video_id": None,
         }
         for r in best.values()
     ]

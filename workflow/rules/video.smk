@@ -1,0 +1,152 @@
+# Video-level feedback: render every sampled candidate (T2V), score each video with a checklist
+# reward model, and turn clear winners into video-level pairs. In the DAG only when pairs.video is true.
+from pathlib import Path
+
+from vpo.config import reward_spec
+from vpo.videos import missing_videos
+
+T2V = CFG["t2v"]
+REWARD = CFG["reward"]
+
+
+# A video deleted from the cache is not a rule output, so Snakemake cannot see it: say which job
+# brings it back (only the missing videos are rendered again; the rest come from the cache).
+for _manifest, _gone in missing_videos(video_parts("results/dpo/videos/shard-{k}/part-{p}.parquet")):
+    logger.warning(
+        f"{_manifest} lists {len(_gone)} video(s) that no longer exist (e.g. {_gone[0]}). "
+        f"Re-render only those with: snakemake --forcerun {_manifest}"
+    )
+
+
+if REWARD["backend"] == "visionreward" and not Path(REWARD["checklist"]).exists():
+
+    rule visionreward_checklist:
+        """Download VisionReward-Video's questions from its release and write them as a checklist file."""
+        localrule: True
+        output:
+            REWARD["checklist"],
+        params:
+            release="resources/visionreward",
+        log:
+            "results/logs/visionreward_checklist.log",
+        conda:
+            "../../envs/core.yaml"
+        shell:
+            "(python -m vpo.reward.visionreward fetch --out {params.release} &&"
+            " python -m vpo.reward.visionreward checklist"
+            " --questions {params.release}/VisionReward_video_qa.txt --out {output}) > {log} 2>&1"
+
+
+rule generate_videos:
+    """Render one shard part's candidate prompts into mp4 videos with the configured diffusers pipeline."""
+    input:
+        candidates="results/dpo/candidates/shard-{k}.parquet",
+        model=built_model(T2V["model"]),
+    output:
+        records="results/dpo/videos/shard-{k}/part-{p}.parquet",
+        report="results/dpo/videos/shard-{k}/part-{p}.report.json",
+    params:
+        model=model_location(T2V["model"]),
+        revision=CFG["models"][T2V["model"]]["revision"] or "",
+        t2v=as_json({k: v for k, v in T2V.items() if k not in ("resources", "items_per_job", "model")}),
+        parts=n_video_parts(),
+        seed=CFG["seed"],
+    log:
+        "results/logs/generate_videos/shard-{k}/part-{p}.log",
+    benchmark:
+        "results/benchmarks/generate_videos/shard-{k}/part-{p}.tsv"
+    threads: res("t2v", "threads", 2)
+    resources:
+        mem_mb=res("t2v", "mem_mb", 4000),
+        runtime=res("t2v", "runtime", 60),
+        gpu=res("t2v", "gpu", 0),
+    conda:
+        "../../envs/t2v.yaml"
+    shell:
+        "python -m vpo.videos --candidates {input.candidates} --part {wildcards.p} --parts {params.parts}"
+        " --model {params.model} --revision={params.revision:q} --t2v {params.t2v:q} --seed {params.seed}"
+        " --threads {threads} --out {output.records} --report {output.report} > {log} 2>&1"
+
+
+rule score_videos:
+    """The checklist reward model answers every question about every video of one part."""
+    input:
+        videos="results/dpo/videos/shard-{k}/part-{p}.parquet",
+        checklist=REWARD["checklist"],
+        model=built_model(REWARD["model"]),
+    output:
+        records="results/dpo/rewards/shard-{k}/part-{p}.parquet",
+        report="results/dpo/rewards/shard-{k}/part-{p}.report.json",
+    params:
+        scorer=as_json(reward_spec(CFG)),
+    log:
+        "results/logs/score_videos/shard-{k}/part-{p}.log",
+    benchmark:
+        "results/benchmarks/score_videos/shard-{k}/part-{p}.tsv"
+    threads: res("reward", "threads", 2)
+    resources:
+        mem_mb=res("reward", "mem_mb", 4000),
+        runtime=res("reward", "runtime", 60),
+        gpu=res("reward", "gpu", 0),
+    conda:
+        (
+            "../../envs/reward-visionreward.yaml"
+            if REWARD["backend"] == "visionreward"
+            else "../../envs/reward.yaml"
+        )
+    shell:
+        "python -m vpo.rewards --videos {input.videos} --checklist {input.checklist}"
+        " --scorer {params.scorer:q} --threads {threads} --out {output.records}"
+        " --report {output.report} > {log} 2>&1"
+
+
+rule video_pairs:
+    """Video-level pairs: a clear winner over a loser among one query's videos (the method's rule)."""
+    input:
+        video_parts("results/dpo/rewards/shard-{k}/part-{p}.parquet"),
+    output:
+        pairs="results/dpo/video_pairs.parquet",
+        report="results/dpo/video_pairs.report.json",
+    params:
+        margin=CFG["pairs"]["margin"],
+        convention=CFG["pairs"]["score_convention"],
+    log:
+        "results/logs/video_pairs.log",
+    benchmark:
+        "results/benchmarks/video_pairs.tsv"
+    threads: 1
+    conda:
+        "../../envs/core.yaml"
+    shell:
+        "python -m vpo.video_pairs --rewards {input} --margin {params.margin}"
+        " --convention {params.convention} --out {output.pairs} --report {output.report} > {log} 2>&1"
+
+
+rule video_report:
+    """Report pages: each query's candidate videos side by side with their scores; reward distribution."""
+    input:
+        rewards=video_parts("results/dpo/rewards/shard-{k}/part-{p}.parquet"),
+        pairs="results/dpo/video_pairs.parquet",
+    output:
+        page=report(
+            "results/report/videos.html",
+            caption="../report/videos.rst",
+            category="Video-level feedback",
+        ),
+        plot=report(
+            "results/report/reward_distribution.svg",
+            caption="../report/reward_distribution.rst",
+            category="Video-level feedback",
+        ),
+    params:
+        max_queries=CFG["video_report"]["max_queries"],
+        convention=CFG["pairs"]["score_convention"],
+    log:
+        "results/logs/video_report.log",
+    threads: 1
+    conda:
+        "../../envs/core.yaml"
+    shell:
+        "python -m vpo.video_report --rewards {input.rewards} --pairs {input.pairs}"
+        " --max-queries {params.max_queries} --convention {params.convention}"
+        " --page {output.page} --plot {output.plot} > {log} 2>&1"

@@ -1,0 +1,1 @@
+"""Text-to-video: diffusers pipelines configured from the workflow config, and the tiny embedded model."""
