@@ -32,8 +32,13 @@ def policy_base(wildcards, input):
     return built[0] if built else CFG["models"][CFG["policy_model"]]["source"]
 
 
+def on_device(spec):
+    """A stage's model spec with `device: cpu` when the run uses no GPUs (config `use_gpus`)."""
+    return spec if CFG["use_gpus"] else {**spec, "device": "cpu"}
+
+
 def stage_llm(stage):
-    return llm_spec(CFG, CFG[stage]["llm"])
+    return on_device(llm_spec(CFG, CFG[stage]["llm"]))
 
 
 def stage_llm_inputs(stage):
@@ -44,11 +49,20 @@ def stage_llm_inputs(stage):
 
 def sampler_spec(wildcards, input):
     keys = ("backend", "serve", "batch_size", "max_concurrency", "dtype", "device")
-    return json.dumps({**{k: CFG["sample"][k] for k in keys}, "model_path": input.model})
+    return json.dumps(on_device({**{k: CFG["sample"][k] for k in keys}, "model_path": input.model}))
 
 
 def res(stage, key, default):
     return CFG.get(stage, {}).get("resources", {}).get(key, default)
+
+
+def gpus(stage):
+    """GPUs one job of a GPU-capable stage asks for: 0 without `use_gpus` or for a remote LLM."""
+    if not CFG["use_gpus"]:
+        return 0
+    if stage in ("draft", "critique", "refine") and "model_path" not in stage_llm(stage):
+        return 0  # the model runs behind a remote endpoint
+    return res(stage, "gpu", 1)
 
 
 def as_json(value):

@@ -20,7 +20,7 @@ rule sample:
     resources:
         mem_mb=res("sample", "mem_mb", 4000),
         runtime=res("sample", "runtime", 60),
-        gpu=res("sample", "gpu", 0),
+        gpu=gpus("sample"),
     conda:
         "../../envs/llm.yaml"
     shell:
@@ -75,7 +75,7 @@ rule train_dpo:
     resources:
         mem_mb=res("train_dpo", "mem_mb", 8000),
         runtime=res("train_dpo", "runtime", 120),
-        gpu=res("train_dpo", "gpu", 0),
+        gpu=gpus("train_dpo"),
     conda:
         "../../envs/train.yaml"
     shell:

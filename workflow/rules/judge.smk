@@ -26,7 +26,7 @@ rule critique:
     resources:
         mem_mb=res("critique", "mem_mb", 4000),
         runtime=res("critique", "runtime", 60),
-        gpu=res("critique", "gpu", 0),
+        gpu=gpus("critique"),
     conda:
         "../../envs/llm.yaml"
     shell:
@@ -61,7 +61,7 @@ rule refine:
     resources:
         mem_mb=res("refine", "mem_mb", 4000),
         runtime=res("refine", "runtime", 60),
-        gpu=res("refine", "gpu", 0),
+        gpu=gpus("refine"),
     conda:
         "../../envs/llm.yaml"
     shell:

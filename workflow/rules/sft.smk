@@ -19,7 +19,7 @@ rule draft:
     resources:
         mem_mb=res("draft", "mem_mb", 4000),
         runtime=res("draft", "runtime", 60),
-        gpu=res("draft", "gpu", 0),
+        gpu=gpus("draft"),
     conda:
         "../../envs/llm.yaml"
     shell:
@@ -72,7 +72,7 @@ rule train_sft:
     resources:
         mem_mb=res("train_sft", "mem_mb", 8000),
         runtime=res("train_sft", "runtime", 120),
-        gpu=res("train_sft", "gpu", 0),
+        gpu=gpus("train_sft"),
     conda:
         "../../envs/train.yaml"
     shell:

@@ -48,7 +48,9 @@ rule generate_videos:
     params:
         model=model_location(T2V["model"]),
         revision=CFG["models"][T2V["model"]]["revision"] or "",
-        t2v=as_json({k: v for k, v in T2V.items() if k not in ("resources", "items_per_job", "model")}),
+        t2v=as_json(
+            on_device({k: v for k, v in T2V.items() if k not in ("resources", "items_per_job", "model")})
+        ),
         parts=n_video_parts(),
         seed=CFG["seed"],
     log:
@@ -59,7 +61,7 @@ rule generate_videos:
     resources:
         mem_mb=res("t2v", "mem_mb", 4000),
         runtime=res("t2v", "runtime", 60),
-        gpu=res("t2v", "gpu", 0),
+        gpu=gpus("t2v"),
     conda:
         "../../envs/t2v.yaml"
     shell:
@@ -78,7 +80,7 @@ rule score_videos:
         records="results/dpo/rewards/shard-{k}/part-{p}.parquet",
         report="results/dpo/rewards/shard-{k}/part-{p}.report.json",
     params:
-        scorer=as_json(reward_spec(CFG)),
+        scorer=as_json(on_device(reward_spec(CFG))),
     log:
         "results/logs/score_videos/shard-{k}/part-{p}.log",
     benchmark:
@@ -87,7 +89,7 @@ rule score_videos:
     resources:
         mem_mb=res("reward", "mem_mb", 4000),
         runtime=res("reward", "runtime", 60),
-        gpu=res("reward", "gpu", 0),
+        gpu=gpus("reward"),
     conda:
         (
             "../../envs/reward-visionreward.yaml"

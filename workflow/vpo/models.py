@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from vpo.ids import digest
+from vpo.report import log_placement
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_placement("build_model")
     args = make_parser().parse_args(argv)
     out = RECIPES[args.recipe](args.out)
     log.info("built %s at %s (%s)", args.recipe, out, fingerprint(str(out)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import logging
 import os
 import platform
 import socket
@@ -59,10 +60,18 @@ def code_version() -> dict[str, Any]:
     return {"commit": commit or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+def log_placement(stage: str) -> None:
+    """First log line of every job: where it ran, so a Slurm job's log names its node and job id."""
+    logging.getLogger("vpo").info(
+        "%s on host %s, slurm job %s", stage, socket.gethostname(), os.environ.get("SLURM_JOB_ID", "none")
+    )
+
+
 class JobReport:
     """Collects counts while a stage runs; `write` adds timings, environment and input checksums."""
 
     def __init__(self, stage: str, params: dict[str, Any] | None = None):
+        log_placement(stage)
         self.stage = stage
         self.params = params or {}
         self.counts: dict[str, Any] = {}

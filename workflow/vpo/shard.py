@@ -7,6 +7,7 @@ import logging
 
 from vpo.ids import shard_of
 from vpo.io import read_records, write_records
+from vpo.report import log_placement
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_placement("shard")
     args = make_parser().parse_args(argv)
     shards = split(read_records(args.input), len(args.out))
     for path, rows in zip(args.out, shards, strict=True):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vpo.io import atomic_write_bytes, read_many, read_records
+from vpo.report import log_placement
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def plot_distribution(rewards: list[dict[str, Any]], out: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_placement("video_report")
     p = argparse.ArgumentParser(prog="python -m vpo.video_report", description=__doc__)
     p.add_argument("--rewards", nargs="+", required=True)
     p.add_argument("--pairs", required=True, help="video-level pairs (Parquet)")
