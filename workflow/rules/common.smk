@@ -84,13 +84,13 @@ def model_location(name):
     return location
 
 
-def video_parts(pattern):
-    """One path per (DPO shard, part); a shard's candidates are split so a job renders ~items_per_job videos."""
+def n_video_parts():
+    """Parts per DPO shard, so that one T2V or reward job handles about `t2v.items_per_job` videos."""
     t2v = CFG["t2v"]
     per_shard = CFG["sharding"]["queries_per_shard"] * CFG["sample"]["k"] * t2v["videos_per_prompt"]
-    parts = max(1, math.ceil(per_shard / t2v["items_per_job"]))
-    return [pattern.format(k=k, p=p) for k in range(N_SHARDS["dpo"]) for p in range(parts)]
+    return max(1, math.ceil(per_shard / t2v["items_per_job"]))
 
 
-def n_video_parts():
-    return len(video_parts("{k}{p}")) // N_SHARDS["dpo"]
+def video_parts(pattern):
+    """One path per (DPO shard, part)."""
+    return [pattern.format(k=k, p=p) for k in range(N_SHARDS["dpo"]) for p in range(n_video_parts())]
