@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.workflow_run import copy_project, jobs_by_rule
 from vpo.io import read_records
 from vpo.schemas import validate_records
 
@@ -72,32 +71,11 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def jobs_by_rule(stdout: str) -> Counter:
-    """Parse the job table Snakemake prints before it runs (or dry-runs) anything."""
-    counts: Counter = Counter()
-    lines = stdout.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("Job stats:")), None)
-    if start is None:
-        return counts
-    for line in lines[start + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A clean copy of the project (no built models, no results) with the default DAG run in it."""
     root = tmp_path_factory.mktemp("vpo")
-    for name in ("Snakefile", "config", "envs", "profiles", "workflow"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / name)
-    shutil.copytree(REPO / "resources", root / "resources", ignore=shutil.ignore_patterns("models"))
+    copy_project(root)
     run = snakemake(root)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     root.joinpath("first-run.log").write_text(run.stdout + run.stderr)

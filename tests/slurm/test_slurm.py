@@ -23,6 +23,7 @@ from typing import TypeVar
 import pytest
 import yaml
 
+from tests.workflow_run import copy_project, jobs_by_rule
 from vpo.io import read_records
 
 from .cluster import Cluster, rule_of
@@ -58,17 +59,6 @@ class SlurmRun:
         return self.root / "slurm-evidence.txt"
 
 
-def copy_project(root: Path) -> None:
-    """A clean copy (no built models, no results), as tests/integration/test_default_dag.py makes."""
-    for name in ("Snakefile", "config", "envs", "profiles", "workflow"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / name)
-    shutil.copytree(REPO / "resources", root / "resources", ignore=shutil.ignore_patterns("models"))
-
-
 def snakemake_command(*targets: str, config: tuple[str, ...] = (), verbose: bool = False) -> list[str]:
     """The documented cluster command; the venv's interpreter so that the same one runs the jobs.
 
@@ -81,19 +71,6 @@ def snakemake_command(*targets: str, config: tuple[str, ...] = (), verbose: bool
 def job_env() -> dict[str, str]:
     """sbatch --export=ALL hands this PATH to the jobs, whose shell commands call `python`."""
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
-
-def jobs_by_rule(log: str) -> Counter:
-    """The job table Snakemake prints before it runs anything."""
-    counts: Counter = Counter()
-    lines = log.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("Job stats:")), None)
-    for line in lines[start + 3 :] if start is not None else []:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def new_jobs(cluster: Cluster, before: set[str]) -> list[dict[str, str]]:

@@ -1,0 +1,33 @@
+"""Shared by the whole-DAG tests (local and Slurm): a clean project copy, and the job table of a run."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def copy_project(root: Path) -> None:
+    """A clean copy of the project in `root`: no built models, no results."""
+    for name in ("Snakefile", "config", "envs", "profiles", "workflow"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    shutil.copytree(REPO / "resources", root / "resources", ignore=shutil.ignore_patterns("models"))
+
+
+def jobs_by_rule(log: str) -> Counter:
+    """Jobs per rule from the table Snakemake prints before it runs (or dry-runs) anything."""
+    counts: Counter = Counter()
+    lines = log.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Job stats:")), None)
+    for line in lines[start + 3 :] if start is not None else []:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
