@@ -1,10 +1,16 @@
 # Small input functions and path helpers shared by the rule files.
 import json
 import math
+import os
 
 from vpo.config import llm_spec
 from vpo.curate import shard_count
 from vpo.queries import count_raw_queries
+from vpo.run_options import RUN_OPTIONS_ENV, run_options
+
+# How LLM requests are sent (concurrency, pacing, retries, Batch API) and what they may cost reach the
+# jobs through the environment, not params: changing them must not re-run anything (vpo.run_options).
+os.environ[RUN_OPTIONS_ENV] = json.dumps(run_options(CFG))
 
 
 def _n_shards(set_name):

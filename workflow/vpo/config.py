@@ -12,6 +12,7 @@ import yaml
 
 from vpo.prompts import conversation, load_template
 from vpo.reward.checklist import ChecklistError, load_checklist
+from vpo.run_options import EXECUTION_KEYS
 from vpo.schemas import load_schema
 
 CONFIG_SCHEMA = "config.schema.yaml"
@@ -136,6 +137,16 @@ def _cross_checks(config: dict[str, Any], check_files: bool) -> list[str]:
             )
         if llm["backend"] == "openai" and llm["base_url"] and llm["serve"]:
             problems.append(f"key '{key}': base_url and serve are exclusive. Fix: drop one.")
+        if llm["mode"] == "batch" and not remote:
+            problems.append(
+                f"key '{key}.mode': batch needs a remote endpoint (backend openai with base_url). "
+                "Fix: set base_url, or mode: online."
+            )
+        if llm["structured_output"] and not (remote or llm["serve"] == "vllm"):
+            problems.append(
+                f"key '{key}.structured_output': this backend ignores response_format (hf, transformers "
+                "serve). Fix: set it to false, or use a remote endpoint or serve: vllm."
+            )
     for stage in ("draft", "critique", "refine"):
         if config[stage]["llm"] not in llms:
             problems.append(
@@ -231,8 +242,10 @@ def _check_files(config: dict[str, Any]) -> list[str]:
 
 
 def llm_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
-    """The entry `llms.<name>` with its model resolved to a local path or hub id (`model_path`)."""
-    spec = dict(config["llms"][name])
+    """The entry `llms.<name>` with its model resolved to a local path or hub id (`model_path`), without
+    its execution options (`vpo.run_options`): what decides the answers, hence the rules' params."""
+    spec = {k: v for k, v in config["llms"][name].items() if k not in EXECUTION_KEYS}
+    spec["name"] = name
     model = config["models"].get(spec["model"])
     if model is not None and not (spec["backend"] == "openai" and spec["base_url"]):
         spec["model_path"] = model["source"]

@@ -14,7 +14,7 @@ from typing import Any
 from vpo.io import read_records, write_records
 from vpo.judging import ask_until_parsed
 from vpo.llm import open_llm
-from vpo.parsing import parse_verdict
+from vpo.parsing import answer_schema, parse_structured_verdict, parse_verdict
 from vpo.prompts import conversation, load_template
 from vpo.report import JobReport
 from vpo.stage import add_llm_arguments, public_params, setup
@@ -29,7 +29,10 @@ def critique(
     generation: dict[str, Any],
     root_seed: int,
     max_retries: int,
+    structured: bool = False,
 ) -> list[dict[str, Any]]:
+    """`structured`: ask for `answers/critique.schema.yaml` as a structured output (endpoints that
+    support `response_format`), else read the text contract."""
     todo = [g for g in generations if g["status"] == "ok"]
     outcomes = ask_until_parsed(
         llm,
@@ -38,8 +41,9 @@ def critique(
         generation,
         root_seed,
         "critique",
-        lambda r: parse_verdict(r.text),
+        (lambda r: parse_structured_verdict(r.text)) if structured else (lambda r: parse_verdict(r.text)),
         max_retries,
+        answer_schema("critique") if structured else None,
     )
     by_id = {g["item_id"]: o for g, o in zip(todo, outcomes, strict=True)}
     records = []
@@ -61,6 +65,7 @@ def critique(
                     "status": "skipped",
                     "attempts": 0,
                     "critique": None,
+                    "finish_reason": None,
                     "seed": 0,
                     "error": f"generation status {g['status']}",
                 }
@@ -73,6 +78,7 @@ def critique(
                 "status": outcome.status,
                 "attempts": outcome.attempts,
                 "critique": outcome.response.text,
+                "finish_reason": outcome.response.finish_reason,
                 "seed": outcome.seed,
                 "error": outcome.response.error,
             }
@@ -95,11 +101,17 @@ def main(argv: list[str] | None = None) -> None:
     report = JobReport("critique", public_params(args))
     report.add_inputs([args.generations, args.template])
     generations = read_records(args.generations)
-    with open_llm(args.llm, args.cache_dir, args.server_log) as llm:
+    with open_llm(args.llm, args.cache_dir, args.server_log, stage="critique") as llm:
         records = critique(
-            generations, llm, load_template(args.template), args.generation, args.seed, args.max_parse_retries
+            generations,
+            llm,
+            load_template(args.template),
+            args.generation,
+            args.seed,
+            args.max_parse_retries,
+            structured=args.llm.get("structured_output", False),
         )
-        report.extra["llm"] = {"fingerprint": llm.fingerprint, **llm.stats}
+        report.extra["llm"] = llm.report()
     write_records(args.out, records, "critique")
     report.counts = {
         "items": len(records),

@@ -43,7 +43,12 @@ def generate(
     records = []
     for (query, index, cid, seed), response in zip(items, responses, strict=True):
         prompt = clean_prompt(response.text) if response.ok else None
-        status = "failed" if not response.ok else ("ok" if prompt else "empty")
+        if not response.ok:
+            status = "failed"
+        elif response.refused:
+            status, prompt = "refused", None
+        else:
+            status = "ok" if prompt else "empty"
         records.append(
             {
                 "item_id": cid,
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     report = JobReport(args.role, public_params(args))
     report.add_inputs([args.queries, args.template])
     queries = read_records(args.queries)
-    with open_llm(args.llm, args.cache_dir, args.server_log) as llm:
+    with open_llm(args.llm, args.cache_dir, args.server_log, stage=args.role) as llm:
         records = (
             generate(
                 queries, llm, load_template(args.template), args.generation, args.k, args.seed, args.role
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             if queries
             else []
         )
-        report.extra["llm"] = {"fingerprint": llm.fingerprint, **llm.stats}
+        report.extra["llm"] = llm.report()
     write_records(args.out, records, "generation")
     report.counts = {
         "queries": len(queries),

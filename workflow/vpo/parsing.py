@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
+from functools import cache
+from typing import Any
+
+import jsonschema
+
+from vpo.schemas import load_schema
 
 _WS = re.compile(r"\s+")
 # "Final Judgement (Yes or No): Yes", "**Final judgment:** no", "FINAL JUDGEMENT - Yes." ...
@@ -64,3 +71,37 @@ def clean_prompt(text: str | None) -> str | None:
     if len(cleaned) >= 2 and cleaned[0] in _QUOTES and cleaned[-1] in _QUOTES:
         cleaned = cleaned[1:-1].strip()
     return cleaned or None
+
+
+@cache
+def answer_schema(name: str) -> dict[str, Any]:
+    """JSON Schema of a structured judge answer (`critique` or `refine`), sent as `response_format`."""
+    schema = load_schema(f"answers/{name}.schema.yaml")
+    return {k: v for k, v in schema.items() if k not in ("title", "description")}
+
+
+def _structured(text: str | None, name: str) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+        jsonschema.validate(data, answer_schema(name))
+    except (json.JSONDecodeError, jsonschema.ValidationError):
+        return (
+            None  # servers that ignore response_format answer in prose: unparsed, as with the text contract
+        )
+    return data
+
+
+def parse_structured_verdict(text: str | None) -> str | None:
+    """'yes' / 'no' from a critique answer that follows `answers/critique.schema.yaml`, else None."""
+    data = _structured(text, "critique")
+    return data["verdict"].lower() if data else None
+
+
+def parse_structured_refinement(text: str | None) -> tuple[str | None, str | None]:
+    """(refined prompt, reflection) from an answer that follows `answers/refine.schema.yaml`."""
+    data = _structured(text, "refine")
+    if data is None:
+        return None, None
+    return clean_prompt(data["refined_prompt"]), normalize_text(data["reflection"]) or None

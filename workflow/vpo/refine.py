@@ -14,7 +14,7 @@ from typing import Any
 from vpo.io import read_records, write_records
 from vpo.judging import ask_until_parsed
 from vpo.llm import Response, open_llm
-from vpo.parsing import parse_refinement
+from vpo.parsing import answer_schema, parse_refinement, parse_structured_refinement
 from vpo.prompts import load_template, refine_conversation
 from vpo.report import JobReport
 from vpo.stage import add_llm_arguments, public_params, setup
@@ -30,6 +30,7 @@ def refine(
     generation: dict[str, Any],
     root_seed: int,
     max_retries: int,
+    structured: bool = False,
 ) -> list[dict[str, Any]]:
     todo = [c for c in critiques if c["status"] == "ok" and c["verdict"] == "no"]
     conversations = [
@@ -38,11 +39,22 @@ def refine(
     ]
 
     def parse(response: Response) -> tuple[str, str | None] | None:
-        prompt, reflection = parse_refinement(response.text, response.truncated)
+        if structured:
+            prompt, reflection = parse_structured_refinement(response.text)
+        else:
+            prompt, reflection = parse_refinement(response.text, response.truncated)
         return (prompt, reflection) if prompt else None
 
     outcomes = ask_until_parsed(
-        llm, conversations, [c["item_id"] for c in todo], generation, root_seed, "refine", parse, max_retries
+        llm,
+        conversations,
+        [c["item_id"] for c in todo],
+        generation,
+        root_seed,
+        "refine",
+        parse,
+        max_retries,
+        answer_schema("refine") if structured else None,
     )
     records = []
     for c, outcome in zip(todo, outcomes, strict=True):
@@ -59,6 +71,7 @@ def refine(
                 "status": outcome.status,
                 "attempts": outcome.attempts,
                 "raw": outcome.response.text,
+                "finish_reason": outcome.response.finish_reason,
                 "seed": outcome.seed,
                 "model_fingerprint": llm.fingerprint,
                 "error": outcome.response.error,
@@ -83,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     report = JobReport("refine", public_params(args))
     report.add_inputs([args.critiques, args.critique_template, args.template])
     critiques = read_records(args.critiques)
-    with open_llm(args.llm, args.cache_dir, args.server_log) as llm:
+    with open_llm(args.llm, args.cache_dir, args.server_log, stage="refine") as llm:
         records = refine(
             critiques,
             llm,
@@ -92,8 +105,9 @@ def main(argv: list[str] | None = None) -> None:
             args.generation,
             args.seed,
             args.max_parse_retries,
+            structured=args.llm.get("structured_output", False),
         )
-        report.extra["llm"] = {"fingerprint": llm.fingerprint, **llm.stats}
+        report.extra["llm"] = llm.report()
     write_records(args.out, records, "refinement")
     report.counts = {
         "judged_no": len(records),

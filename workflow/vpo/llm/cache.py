@@ -17,6 +17,7 @@ from tqdm import tqdm
 from vpo.ids import digest
 from vpo.io import atomic_write_bytes
 from vpo.llm.base import Backend, Request, Response
+from vpo.llm.ledger import Ledger
 
 
 def request_key(fingerprint: str, request: Request) -> str:
@@ -47,17 +48,21 @@ class ResponseCache:
 
 
 class CachedLLM:
-    """A backend behind the item cache; counts hits, misses, failures and tokens for the stage report."""
+    """A backend behind the item cache; counts hits, misses, failures, finish reasons and tokens for the
+    stage report, and charges every fresh answer to the ledger (which may stop the stage at its budget)."""
 
-    def __init__(self, backend: Backend, cache: ResponseCache):
+    def __init__(self, backend: Backend, cache: ResponseCache, ledger: Ledger | None = None):
         self.backend = backend
         self.cache = cache
+        self.ledger = ledger
         self.fingerprint = backend.fingerprint
         self.stats = {
             "requests": 0,
             "cache_hits": 0,
             "cache_misses": 0,
             "failed": 0,
+            "truncated": 0,
+            "refused": 0,
             "prompt_tokens": 0,
             "completion_tokens": 0,
         }
@@ -75,6 +80,10 @@ class CachedLLM:
             i = missing[j]
             results[i] = response
             progress.update(1)
+            if self.ledger is not None:
+                self.ledger.settle(requests[i], response)
+            self.stats["truncated"] += response.ok and response.truncated
+            self.stats["refused"] += response.refused
             if response.ok:
                 self.cache.put(keys[i], requests[i], response)
                 self.stats["prompt_tokens"] += response.prompt_tokens
@@ -88,7 +97,19 @@ class CachedLLM:
         unanswered = [i for i, r in enumerate(results) if r is None]
         if unanswered:
             raise RuntimeError(f"backend returned no result for {len(unanswered)} requests (bug)")
+        if self.ledger is not None:
+            self.ledger.check()
         return [r for r in results if r is not None]
+
+    def report(self) -> dict:
+        """What the stage report records about its LLM: fingerprint, counts, retries, usage and cost."""
+        report = {"fingerprint": self.fingerprint, **self.stats}
+        report["retries"] = getattr(self.backend, "retries", 0)
+        if hasattr(self.backend, "stats"):
+            report["batch"] = dict(self.backend.stats)
+        if self.ledger is not None:
+            report["usage"] = self.ledger.summary()
+        return report
 
     def close(self) -> None:
         self.backend.close()

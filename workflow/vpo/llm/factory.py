@@ -8,13 +8,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vpo.llm.base import Backend
 from vpo.llm.cache import CachedLLM, ResponseCache
+from vpo.llm.ledger import Ledger, costs_from_env
 from vpo.models import fingerprint as weights_fingerprint
+from vpo.run_options import with_execution_options
 
 
 @contextlib.contextmanager
-def open_llm(spec: dict[str, Any], cache_dir: str, server_log: str | None = None) -> Iterator[CachedLLM]:
-    """`spec` is a resolved LLM entry: backend, plus `model_path` (local or hub) or a remote `model`."""
+def open_llm(
+    spec: dict[str, Any], cache_dir: str, server_log: str | None = None, stage: str = "llm"
+) -> Iterator[CachedLLM]:
+    """`spec` is a resolved LLM entry: backend, plus `model_path` (local or hub) or a remote `model`.
+    `stage` names the ledger entries of the answers (token usage and cost per stage and model)."""
+    spec = with_execution_options(spec)
     backend = spec["backend"]
     if backend == "hf":
         from vpo.llm.hf import HFBackend
@@ -34,20 +41,52 @@ def open_llm(spec: dict[str, Any], cache_dir: str, server_log: str | None = None
 
     from vpo.llm.openai_backend import OpenAIBackend
 
-    common = {
-        "max_concurrency": spec.get("max_concurrency", 8),
+    # `transformers serve` answers one request at a time: a deep queue would only hit timeouts.
+    default_concurrency = 4 if spec.get("serve") == "transformers" else 64
+    online = {
+        "max_concurrency": spec.get("max_concurrency") or default_concurrency,
         "max_retries": spec.get("max_retries", 5),
         "timeout_s": spec.get("timeout_s", 300),
+        "backoff_base_s": spec.get("backoff_base_s", 1.0),
+        "backoff_max_s": spec.get("backoff_max_s", 60.0),
+        "requests_per_minute": spec.get("requests_per_minute"),
+        "tokens_per_minute": spec.get("tokens_per_minute"),
     }
     if spec.get("base_url"):
-        remote = OpenAIBackend(
-            spec["base_url"],
-            spec["model"],
-            f"openai|{spec['model']}",
-            api_key_env=spec.get("api_key_env"),
-            **common,
+        prices, budget = costs_from_env()
+        batch = spec.get("mode", "online") == "batch"
+        ledger = Ledger(
+            Path(cache_dir) / "ledger", stage, spec["model"], prices.get(spec["model"]), budget, batch
         )
-        yield CachedLLM(remote, ResponseCache(cache_dir))
+        fingerprint = f"openai|{spec['model']}"
+        remote: Backend
+        if batch:
+            from vpo.llm.batch import BatchBackend
+
+            remote = BatchBackend(
+                spec["base_url"],
+                spec["model"],
+                fingerprint,
+                Path(cache_dir) / "batches",
+                api_key_env=spec.get("api_key_env"),
+                timeout_s=online["timeout_s"],
+                poll_s=spec.get("batch_poll_s", 30),
+                completion_window=spec.get("batch_completion_window", "24h"),
+                max_requests_per_batch=spec.get("batch_max_requests", 50_000),
+                max_resubmits=spec.get("batch_max_resubmits", 2),
+                gate=ledger,
+            )
+        else:
+            remote = OpenAIBackend(
+                spec["base_url"],
+                spec["model"],
+                fingerprint,
+                api_key_env=spec.get("api_key_env"),
+                gate=ledger,
+                **online,
+            )
+        with contextlib.closing(CachedLLM(remote, ResponseCache(cache_dir), ledger)) as cached:
+            yield cached
         return
 
     from vpo.llm.server import local_server
@@ -63,6 +102,8 @@ def open_llm(spec: dict[str, Any], cache_dir: str, server_log: str | None = None
             path,
             f"{kind}-serve|{weights_fingerprint(path)}",
             server_generation_config=gen_config,
-            **common,
+            **online,
         )
-        yield CachedLLM(served, ResponseCache(cache_dir))
+        # A local server costs no money, but its token usage is recorded like any other.
+        ledger = Ledger(Path(cache_dir) / "ledger", stage, f"{kind}-serve")
+        yield CachedLLM(served, ResponseCache(cache_dir), ledger)
