@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vpo.io import write_json
+from vpo.run_options import from_env as run_options_from_env
 
 _PACKAGES = (
     "torch",
@@ -95,6 +96,7 @@ class JobReport:
                 "provenance": {
                     "inputs_sha256": self.inputs,
                     "params": self.params,
+                    "run_options": run_options_from_env(),
                     "code": code_version(),
                     "versions": package_versions(),
                     "host": socket.gethostname(),

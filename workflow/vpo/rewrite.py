@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         }
     template = load_template(args.template)
     generation = {"temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens}
-    with open_llm(spec, args.cache_dir) as llm:
+    with open_llm(spec, args.cache_dir, stage="rewrite") as llm:
         requests = [
             Request.build(conversation(template, query=q), generation, derive_seed(args.seed, "rewrite", q))
             for q in queries
