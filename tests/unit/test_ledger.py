@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import REPO
 from vpo.config import llm_spec, validate_config
-from vpo.estimate import estimate, format_table
+from vpo.estimate import estimate, format_spending, format_table
 from vpo.llm.base import Request, Response
 from vpo.llm.cache import CachedLLM, ResponseCache
 from vpo.llm.ledger import BudgetExceeded, Ledger, Price, read_ledger, spent_usd
@@ -156,3 +156,35 @@ def test_estimate_counts_requests_and_prices_remote_models(default_config):
     assert critique.cost(True) > critique.cost(False) > 0
     table = format_table(list(lines.values()), 0.01, 0.0)
     assert "gpt-x" in table and "the worst case exceeds budget_usd" in table
+
+
+def test_spending_is_summed_per_stage_model_and_mode():
+    entries = [
+        {
+            "stage": "critique",
+            "model": "gpt-x",
+            "mode": "batch",
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "cost_usd": 0.25,
+        },
+        {
+            "stage": "critique",
+            "model": "gpt-x",
+            "mode": "batch",
+            "prompt_tokens": 30,
+            "completion_tokens": 5,
+            "cost_usd": 0.5,
+        },
+        {
+            "stage": "refine",
+            "model": "gpt-x",
+            "mode": "online",
+            "prompt_tokens": 1,
+            "completion_tokens": 1,
+            "cost_usd": 1.0,
+        },
+    ]
+    table = format_spending(entries).splitlines()
+    assert table[2] == "critique | gpt-x | batch | 2 | 40 | 10 | 0.7500"
+    assert table[3] == "refine | gpt-x | online | 1 | 1 | 1 | 1.0000"

@@ -88,3 +88,39 @@ def test_refusals_are_kept_and_not_retried_unparsed_answers_are():
     assert outcomes[1].attempts == 2
     assert Response(text="x", finish_reason="stop", refusal="I can't help with that.").refused
     assert not Response(text=None, finish_reason="content_filter", error="HTTP 500").refused
+
+
+def test_the_critique_stage_reads_structured_answers_from_an_endpoint(tmp_path):
+    from tests.fixtures.openai_fixture_server import FixtureServer
+    from vpo.critique import critique
+    from vpo.llm.cache import CachedLLM, ResponseCache
+    from vpo.llm.openai_backend import OpenAIBackend
+
+    seen = []
+
+    def answer(body: dict) -> dict:
+        seen.append(body.get("response_format"))
+        if "gore" in body["messages"][0]["content"]:
+            return {"content": "", "finish_reason": "content_filter"}
+        return {"content": json.dumps({**CRITIQUE, "verdict": "Yes"}), "finish_reason": "stop"}
+
+    rows = [
+        {
+            "item_id": f"i{i}",
+            "query_id": "q",
+            "query": query,
+            "sample_index": 0,
+            "prompt": "p",
+            "status": "ok",
+        }
+        for i, query in enumerate(["a cat", "gore everywhere"])
+    ]
+    with FixtureServer(answer=answer) as server:
+        llm = CachedLLM(OpenAIBackend(server.url, "gpt-x", "openai|gpt-x"), ResponseCache(tmp_path))
+        records = critique(rows, llm, "Judge {query}: {prompt}", GEN, 0, max_retries=2, structured=True)
+    assert [(r["status"], r["verdict"], r["finish_reason"]) for r in records] == [
+        ("ok", "yes", "stop"),
+        ("refused", None, "content_filter"),
+    ]
+    assert len(seen) == 2 and all(f["json_schema"]["schema"]["required"][-1] == "verdict" for f in seen)
+    assert llm.stats["refused"] == 1

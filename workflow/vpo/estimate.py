@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vpo.config import ConfigError, load_config
-from vpo.llm.ledger import Price, spent_usd
+from vpo.llm.ledger import Price, read_ledger, spent_usd
 from vpo.prompts import conversation, load_template, refine_conversation
 from vpo.queries import read_raw_queries
 
@@ -148,6 +148,26 @@ def main(argv: list[str] | None = None) -> None:
     ledger = Path(args.cache_dir) / "ledger"
     spent = spent_usd(ledger) if ledger.exists() else 0.0
     sys.stdout.write(format_table(estimate(config), config["budget_usd"], spent) + "\n")
+    if ledger.exists():
+        sys.stdout.write("\n" + format_spending(read_ledger(ledger)) + "\n")
+
+
+def format_spending(entries: list[dict[str, Any]]) -> str:
+    """The ledger so far, per stage, model and mode: answers, tokens and cost."""
+    totals: dict[tuple[str, str, str], list[float]] = {}
+    for e in entries:
+        row = totals.setdefault((e["stage"], e["model"], e["mode"]), [0, 0, 0, 0.0])
+        row[0] += 1
+        row[1] += e["prompt_tokens"]
+        row[2] += e["completion_tokens"]
+        row[3] += e["cost_usd"]
+    lines = [
+        "spent so far, from the ledger:",
+        "stage | model | mode | answers | prompt tokens | completion tokens | USD",
+    ]
+    for (stage, model, mode), (n, prompt, completion, usd) in sorted(totals.items()):
+        lines.append(f"{stage} | {model} | {mode} | {n:.0f} | {prompt:.0f} | {completion:.0f} | {usd:,.4f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
