@@ -218,3 +218,113 @@ def test_bad_config_fails_before_any_job(tmp_path, override, expected):
     assert run.returncode != 0
     assert expected in output and "Fix:" in output
     assert "Job stats:" not in output
+
+
+def test_changing_how_llm_calls_are_sent_reruns_nothing(project):
+    # Concurrency, batch size, pacing, Batch API use, prices and budget change delivery, not answers.
+    override = "llms={smollm2: {backend: hf, model: smollm2-135m, batch_size: 5, max_concurrency: 3}}"
+    run = snakemake(project, "--dry-run", "--config", override, "budget_usd=5")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Nothing to be done" in run.stdout + run.stderr
+
+
+def test_changing_t2v_steps_reruns_videos_onward_never_the_judge(project):
+    run = snakemake(project, "--dry-run", "--config", "t2v={num_inference_steps: 3}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    expected = {
+        "generate_videos": 1,
+        "score_videos": 1,
+        "video_pairs": 1,
+        "video_report": 1,
+        "build_pairs": 1,
+        "train_dpo": 1,
+        "all": 1,
+    }
+    assert jobs_by_rule(run.stdout) == expected
+
+
+def audit(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vpo.audit", *args], cwd=project, capture_output=True, text=True, check=False
+    )
+
+
+def walk(node: dict):
+    yield node
+    for child in node.get("children", []):
+        yield from walk(child)
+
+
+def test_audit_walks_a_text_pair_back_to_the_query_line(project):
+    pair = next(p for p in read_records(project / "results/dpo/pairs.parquet") if p["source"] == "text")
+    run = audit(project, pair["pair_id"], "--json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    tree = json.loads(run.stdout)
+    nodes = list(walk(tree))
+    query = next(n for n in nodes if n["kind"] == "query")
+    source_file, line = query["fields"]["source"].rsplit(":", 1)
+    raw_line = (project / source_file).read_text().splitlines()[int(line) - 1]
+    assert " ".join(raw_line.split()) == query["fields"]["text"] == pair["query"]
+    refinement = next(n for n in nodes if n["kind"] == "refinement")
+    assert refinement["fields"]["refined_prompt"] == pair["chosen"] and refinement["fields"]["raw"]
+    critique = next(n for n in nodes if n["kind"] == "critique")
+    assert critique["fields"]["verdict"] == "no" and critique["fields"]["judge"].startswith("hf|")
+    candidate = next(n for n in nodes if n["kind"] == "candidate")
+    assert candidate["fields"]["prompt"] == pair["rejected"]
+    checkpoint = next(n for n in nodes if n["kind"] == "checkpoint")
+    assert checkpoint["label"] == "sft" and checkpoint["fields"]["job"] == "train_sft"
+    assert all(n["fields"].get("commit") for n in (query, candidate, critique) if "job" in n["fields"])
+
+    text = audit(project, pair["pair_id"]).stdout
+    assert f"pair {pair['pair_id']}" in text and f"source: {query['fields']['source']}" in text
+
+
+def test_audit_of_a_video_pair_shows_the_video_checksum_and_reward_answers(project):
+    import hashlib
+
+    pairs = [p for p in read_records(project / "results/dpo/pairs.parquet") if p["source"] == "video"]
+    run = audit(project, pairs[0]["pair_id"], "--json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    nodes = list(walk(json.loads(run.stdout)))
+    videos = [n for n in nodes if n["kind"] == "video"]
+    assert {v["label"] for v in videos} == {pairs[0]["chosen_video_id"], pairs[0]["rejected_video_id"]}
+    for video in videos:
+        mp4 = project / video["fields"]["file"] if not Path(video["fields"]["file"]).is_absolute() else None
+        data = (mp4 or Path(video["fields"]["file"])).read_bytes()
+        assert video["fields"]["sha256"] == hashlib.sha256(data).hexdigest()
+        (reward,) = [c for c in video["children"] if c["kind"] == "reward"]
+        assert len(reward["fields"]["answers"]) == 8 and reward["fields"]["scorer"]
+
+
+def test_audit_lists_what_depends_on_a_query_and_a_model(project):
+    pair = read_records(project / "results/dpo/pairs.parquet")[0]
+    run = audit(project, pair["query_id"], "--dependents", "--json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    tree = json.loads(run.stdout)
+    assert pair["pair_id"] in {n["label"] for n in walk(tree) if n["kind"] == "pair"}
+    assert "dpo (preference pairs)" in tree["fields"]["checkpoints_depending_on_it"]
+
+    judge = read_records(next((project / "results/sft/critiques").glob("*.parquet")))[0]["model_fingerprint"]
+    run = audit(project, judge.split("|")[1], "--dependents", "--json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    tree = json.loads(run.stdout)
+    assert tree["fields"]["checkpoints_depending_on_it"] == ["sft", "dpo"]
+    assert {c["label"] for c in tree["children"]} >= {"sft/critiques", "dpo/critiques"}
+
+    lineage = audit(project, "results/models/dpo")
+    assert (
+        lineage.returncode == 0 and "train_dpo" in lineage.stdout and "results/dpo/dataset" in lineage.stdout
+    )
+
+
+def test_a_real_partial_rerun_redoes_only_pairs_and_dpo(project):
+    """Last in this module: it changes the project's outputs."""
+    untouched = sorted((project / "results").glob("*/c*/shard-*.parquet"))  # critiques and candidates
+    before = {p: p.stat().st_mtime_ns for p in untouched}
+    run = snakemake(project, "--config", "pairs={shuffle_seed: 7}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert jobs_by_rule(run.stdout) == {"build_pairs": 1, "train_dpo": 1, "all": 1}
+    assert before and {p: p.stat().st_mtime_ns for p in untouched} == before
+    assert (
+        "Nothing to be done" in snakemake(project, "--dry-run", "--config", "pairs={shuffle_seed: 7}").stdout
+    )

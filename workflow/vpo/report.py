@@ -103,6 +103,7 @@ class JobReport:
                     "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
                     "argv": [Path(sys.argv[0]).name, *sys.argv[1:]],
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self._start)),
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "wall_s": round(time.time() - self._start, 3),
                 },
             },
