@@ -317,6 +317,26 @@ def test_audit_lists_what_depends_on_a_query_and_a_model(project):
     )
 
 
+def test_the_run_exports_as_an_ro_crate(project, tmp_path):
+    import hashlib
+
+    from rocrate.rocrate import ROCrate
+
+    out = tmp_path / "crate"
+    run = subprocess.run(
+        [sys.executable, "-m", "vpo.cli", "export-crate", "--out", str(out)],
+        cwd=project, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    crate = ROCrate(out)
+    pairs = crate.get("results/dpo/pairs.parquet")
+    data = (project / "results/dpo/pairs.parquet").read_bytes()
+    assert pairs is not None and pairs["sha256"] == hashlib.sha256(data).hexdigest()
+    actions = [e for e in crate.get_entities() if e.type == "CreateAction"]
+    assert {a["name"] for a in actions} >= {"curate", "critique", "train_sft", "train_dpo", "score_videos"}
+    assert not (out / "results/models/dpo").exists()  # checkpoints are described, not copied
+
+
 def test_a_real_partial_rerun_redoes_only_pairs_and_dpo(project):
     """Last in this module: it changes the project's outputs."""
     untouched = sorted((project / "results").glob("*/c*/shard-*.parquet"))  # critiques and candidates
