@@ -272,8 +272,8 @@ def test_audit_walks_a_text_pair_back_to_the_query_line(project):
     candidate = next(n for n in nodes if n["kind"] == "candidate")
     assert candidate["fields"]["prompt"] == pair["rejected"]
     checkpoint = next(n for n in nodes if n["kind"] == "checkpoint")
-    assert checkpoint["label"] == "sft" and checkpoint["fields"]["job"] == "train_sft"
-    assert all(n["fields"].get("commit") for n in (query, candidate, critique) if "job" in n["fields"])
+    assert checkpoint["label"] == "sft" and checkpoint["fields"]["written_by"]["job"] == "train_sft"
+    assert all(n["fields"]["written_by"]["commit"] for n in (query, candidate, critique, refinement))
 
     text = audit(project, pair["pair_id"]).stdout
     assert f"pair {pair['pair_id']}" in text and f"source: {query['fields']['source']}" in text
@@ -311,10 +311,11 @@ def test_audit_lists_what_depends_on_a_query_and_a_model(project):
     assert tree["fields"]["checkpoints_depending_on_it"] == ["sft", "dpo"]
     assert {c["label"] for c in tree["children"]} >= {"sft/critiques", "dpo/critiques"}
 
+    # File lineage reaches the raw query file through the pairs, and the SFT checkpoint DPO started from.
     lineage = audit(project, "results/models/dpo")
-    assert (
-        lineage.returncode == 0 and "train_dpo" in lineage.stdout and "results/dpo/dataset" in lineage.stdout
-    )
+    assert lineage.returncode == 0, lineage.stderr[-3000:]
+    assert "job train_dpo" in lineage.stdout and "model results/models/sft" in lineage.stdout
+    assert "file resources/queries/demo_dpo.txt" in lineage.stdout and "job build_pairs" in lineage.stdout
 
 
 def test_the_run_exports_as_an_ro_crate(project, tmp_path):

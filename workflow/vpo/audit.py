@@ -87,13 +87,19 @@ class Run:
         for candidate in candidates:
             if candidate.is_file():
                 return json.loads(candidate.read_text(encoding="utf-8"))
+        # A file inside a folder output (a dataset, a checkpoint) was written by the folder's job.
+        if (
+            self.results.resolve() in path.resolve().parents
+            and path.parent.resolve() != self.results.resolve()
+        ):
+            return self.report_of(path.parent)
         return None
 
     def job(self, path: Path) -> dict[str, Any]:
         """Who wrote `path`: the job's stage, time, host, Slurm job id and code version."""
         report = self.report_of(path)
         if report is None:
-            return {"file": str(path)}
+            return {"file": str(path), "job": None, "note": "no job of this run wrote it (an input)"}
         prov = report.get("provenance", {})
         code = prov.get("code") or {}
         commit = (code.get("commit") or "unknown")[:12] + (" (dirty)" if code.get("dirty") else "")
@@ -132,7 +138,7 @@ class Auditor:
             "text": record["query"],
             "set": record["set"],
             "source": f"{record['source_file']}:{record['source_line']}",
-            **self.run.job(path),
+            "written_by": self.run.job(path),
         }
         return Node("query", query_id, fields)
 
@@ -146,7 +152,7 @@ class Auditor:
             "seed": record["seed"],
             "finish_reason": record["finish_reason"],
             "model": record["model_fingerprint"],
-            **self.run.job(path),
+            "written_by": self.run.job(path),
         }
         node = Node(kind, item_id, fields)
         if kind == "candidate":
@@ -166,7 +172,7 @@ class Auditor:
             "seed": record["seed"],
             "judge": record["model_fingerprint"],
             "raw": self.text(record["critique"]),
-            **self.run.job(path),
+            "written_by": self.run.job(path),
         }
         return Node("critique", item_id, fields)
 
@@ -181,7 +187,7 @@ class Auditor:
             "seed": record["seed"],
             "judge": record["model_fingerprint"],
             "raw": self.text(record["raw"]),
-            **self.run.job(path),
+            "written_by": self.run.job(path),
         }
         return Node("refinement", item_id, fields)
 
@@ -202,7 +208,7 @@ class Auditor:
             "frames": f"{record['num_frames']} × {record['height']}×{record['width']} at {record['fps']} fps",
             "prompt_truncated": record["truncated"],
             "t2v_model": record["model_fingerprint"],
-            "manifest": self.run.job(path),
+            "written_by": self.run.job(path),
         }
         node = Node("video", video_id, fields)
         if video_id in self.run.rewards:
@@ -219,13 +225,13 @@ class Auditor:
         ]
         fields = {
             "video_sha256": record["video_sha256"],
-            "score_vpo_sum": record["score_vpo_sum"],
-            "score_visionreward_mean": record["score_visionreward_mean"],
+            "score_vpo_sum": round(record["score_vpo_sum"], 4),
+            "score_visionreward_mean": round(record["score_visionreward_mean"], 4),
             "invalid_answers": record["invalid_count"],
             "checklist": record["checklist"],
             "scorer": record["scorer_fingerprint"],
             "answers": answers,
-            **self.run.job(path),
+            "written_by": self.run.job(path),
         }
         return Node("reward", video_id, fields)
 
@@ -236,7 +242,7 @@ class Auditor:
         if fingerprint:
             fields["fingerprint"] = fingerprint
         fields["trained_from"] = {k: v[:16] for k, v in prov.get("inputs_sha256", {}).items()}
-        fields.update({k: v for k, v in self.run.job(path).items() if k != "file"})
+        fields["written_by"] = self.run.job(path)
         return Node("checkpoint", path.name, fields)
 
     def pair(self, pair_id: str) -> Node:
@@ -250,7 +256,7 @@ class Auditor:
                 if record["source"] == "video"
                 else {}
             ),
-            **self.run.job(path),
+            "written_by": self.run.job(path),
         }
         node = Node("pair", pair_id, fields, [self.query(record["query_id"])])
         chosen = Node(
@@ -301,16 +307,21 @@ class Auditor:
         """File-level lineage: the job that wrote `path`, then the same for each of its inputs."""
         seen = set() if seen is None else seen
         resolved = path.resolve()
-        node = Node("file", str(path), self.run.job(path))
+        node = Node("file", str(path), {"written_by": self.run.job(path)})
         if path.is_file():
             node.fields["sha256"] = sha256_file(path)
         if resolved in seen:
             node.fields["note"] = "shown above"
             return node
         seen.add(resolved)
-        report = self.run.report_of(path)
-        for source in (report or {}).get("provenance", {}).get("inputs_sha256", {}):
+        provenance = (self.run.report_of(path) or {}).get("provenance", {})
+        for source in provenance.get("inputs_sha256", {}):
             node.children.append(self.file(Path(source), seen))
+        for source, fingerprint in provenance.get("models", {}).items():
+            model = self.file(Path(source), seen) if Path(source).exists() else Node("file", source)
+            model.kind = "model"
+            model.fields["fingerprint"] = fingerprint
+            node.children.append(model)
         return node
 
     # -- downstream -------------------------------------------------------------------------------
@@ -372,16 +383,17 @@ class Auditor:
                 "a fingerprint as `vpo audit <id>` prints it (e.g. its hex digits), or a model folder."
             )
         # Through the SFT data every candidate, hence every pair, depends on a model used on the SFT side.
+        trained_on = {p: r for p, (r, path) in self.run.pairs.items() if path.name == "pairs.parquet"}
         pairs = [
             pair_id
-            for pair_id, (r, _) in self.run.pairs.items()
+            for pair_id, r in trained_on.items()
             if sft_side
             or {r["chosen_id"], r["rejected_id"]} & items
             or {r["chosen_video_id"], r["rejected_video_id"]} & videos
         ]
         node = Node("model", model, {"fingerprint_match": match})
         node.children += [Node("records", where, {"count": n}) for where, n in sorted(used.items())]
-        node.fields["pairs_depending_on_it"] = f"{len(pairs)} of {len(self.run.pairs)}"
+        node.fields["dpo_pairs_depending_on_it"] = f"{len(pairs)} of {len(trained_on)}"
         node.fields["checkpoints_depending_on_it"] = (["sft"] if sft_side else []) + (
             ["dpo"] if pairs else []
         )
@@ -398,8 +410,10 @@ def render(node: Node, prefix: str = "", last: bool = True, top: bool = True) ->
         if isinstance(value, list):
             lines.append(f"{inner}{bar}{key}:")
             lines += [f"{inner}{bar}  - {item}" for item in value]
-        else:
-            lines.append(f"{inner}{bar}{key}: {value}")
+        elif isinstance(value, dict):
+            lines.append(f"{inner}{bar}{key}: " + ", ".join(f"{k} {v}" for k, v in value.items()))
+        else:  # model answers span lines; the tree must not
+            lines.append(f"{inner}{bar}{key}: " + str(value).replace("\n", " ⏎ "))
     for i, child in enumerate(node.children):
         lines += render(child, inner, i == len(node.children) - 1, top=False)
     return lines

@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     setup(args.threads)
     report = JobReport("critique", public_params(args))
     report.add_inputs([args.generations, args.template])
+    report.add_models([args.llm.get("model_path")])
     generations = read_records(args.generations)
     with open_llm(args.llm, args.cache_dir, args.server_log, stage="critique") as llm:
         records = critique(

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     setup(args.threads)
     report = JobReport(args.role, public_params(args))
     report.add_inputs([args.queries, args.template])
+    report.add_models([args.llm.get("model_path")])
     queries = read_records(args.queries)
     with open_llm(args.llm, args.cache_dir, args.server_log, stage=args.role) as llm:
         records = (

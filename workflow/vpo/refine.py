@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     setup(args.threads)
     report = JobReport("refine", public_params(args))
     report.add_inputs([args.critiques, args.critique_template, args.template])
+    report.add_models([args.llm.get("model_path")])
     critiques = read_records(args.critiques)
     with open_llm(args.llm, args.cache_dir, args.server_log, stage="refine") as llm:
         records = refine(

@@ -78,6 +78,7 @@ class JobReport:
         self.counts: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
         self.inputs: dict[str, str] = {}
+        self.models: dict[str, str] = {}
         self._start = time.time()
 
     def add_inputs(self, paths: Iterable[str | os.PathLike]) -> None:
@@ -85,6 +86,14 @@ class JobReport:
             path = Path(path)
             if path.is_file():
                 self.inputs[str(path)] = sha256_file(path)
+
+    def add_models(self, sources: Iterable[str | os.PathLike | None]) -> None:
+        """Models the job loaded (folders or hub ids), by fingerprint: a checkpoint is an input too."""
+        from vpo.models import fingerprint
+
+        for source in sources:
+            if source:
+                self.models[str(source)] = fingerprint(str(source))
 
     def write(self, path: str | os.PathLike) -> None:
         write_json(
@@ -95,6 +104,7 @@ class JobReport:
                 **self.extra,
                 "provenance": {
                     "inputs_sha256": self.inputs,
+                    "models": self.models,
                     "params": self.params,
                     "run_options": run_options_from_env(),
                     "code": code_version(),

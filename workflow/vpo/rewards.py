@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     setup(args.threads)
     report = JobReport("score_videos", {k: v for k, v in vars(args).items() if k != "report"})
     report.add_inputs([args.videos, args.checklist])
+    report.add_models([args.scorer.get("model_path")])
     checklist = load_checklist(args.checklist)
     frames_cfg = {"per_second": args.scorer["frames_per_second"], "max_frames": args.scorer["max_frames"]}
     scorer = LazyScorer(args.scorer)

@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     report = JobReport(f"train_{args.stage}", vars(args))
     report.add_inputs(Path(args.dataset_dir).glob("*.json"))
+    report.add_models([args.model])
     results = train(
         args.stage,
         args.model,

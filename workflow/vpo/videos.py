@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = args.t2v
     report = JobReport("generate_videos", {k: v for k, v in vars(args).items() if k != "report"})
     report.add_inputs([args.candidates])
+    report.add_models([args.model])
     rows = read_records(args.candidates)
     mine = [r for r in rows if part_of(r["item_id"], args.parts) == args.part]
     status = Counter(r["status"] for r in mine)
