@@ -27,11 +27,15 @@ if CFG["pairs"]["video"]:
     include: "workflow/rules/video.smk"
 
 
+include: "workflow/rules/report.smk"
+
+
 rule all:
     input:
         "results/models/dpo",
         "results/sft/report.json",
         "results/dpo/pairs.report.json",
+        "results/report/summary.html",
         ["results/report/videos.html", "results/report/reward_distribution.svg"]
         if CFG["pairs"]["video"]
         else [],

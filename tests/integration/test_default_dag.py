@@ -40,6 +40,7 @@ EXPECTED_JOBS = {
     "video_report": 1,
     "build_pairs": 1,
     "train_dpo": 1,
+    "run_report": 1,
     "all": 1,
 }
 RECORD_TYPES = {  # output glob -> record schema
@@ -194,13 +195,20 @@ def test_second_run_has_nothing_to_do(project):
 def test_changing_the_pair_shuffle_reruns_only_pairs_and_dpo(project):
     run = snakemake(project, "--dry-run", "--config", "pairs={shuffle_seed: 7}")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert jobs_by_rule(run.stdout) == {"build_pairs": 1, "train_dpo": 1, "all": 1}
+    assert jobs_by_rule(run.stdout) == {"build_pairs": 1, "train_dpo": 1, "run_report": 1, "all": 1}
 
 
 def test_changing_the_pair_margin_reruns_only_pairs_onward(project):
     run = snakemake(project, "--dry-run", "--config", "pairs={margin: 0.1}")
     assert run.returncode == 0, run.stderr[-3000:]
-    expected = {"video_pairs": 1, "video_report": 1, "build_pairs": 1, "train_dpo": 1, "all": 1}
+    expected = {
+        "video_pairs": 1,
+        "video_report": 1,
+        "build_pairs": 1,
+        "train_dpo": 1,
+        "run_report": 1,
+        "all": 1,
+    }
     assert jobs_by_rule(run.stdout) == expected
 
 
@@ -238,6 +246,7 @@ def test_changing_t2v_steps_reruns_videos_onward_never_the_judge(project):
         "video_report": 1,
         "build_pairs": 1,
         "train_dpo": 1,
+        "run_report": 1,
         "all": 1,
     }
     assert jobs_by_rule(run.stdout) == expected
@@ -344,7 +353,7 @@ def test_a_real_partial_rerun_redoes_only_pairs_and_dpo(project):
     before = {p: p.stat().st_mtime_ns for p in untouched}
     run = snakemake(project, "--config", "pairs={shuffle_seed: 7}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert jobs_by_rule(run.stdout) == {"build_pairs": 1, "train_dpo": 1, "all": 1}
+    assert jobs_by_rule(run.stdout) == {"build_pairs": 1, "train_dpo": 1, "run_report": 1, "all": 1}
     assert before and {p: p.stat().st_mtime_ns for p in untouched} == before
     assert (
         "Nothing to be done" in snakemake(project, "--dry-run", "--config", "pairs={shuffle_seed: 7}").stdout

@@ -1,0 +1,89 @@
+# The run report: one page with the config, every job's provenance, per-stage statistics and plots
+# (`snakemake --report` shows it under "Run summary", the plots under "Plots").
+from vpo.run_report import answer_config
+
+VIDEO = CFG["pairs"]["video"]
+
+
+# Every job report the run writes, from the rules' declared outputs (the shard rules write none).
+RUN_REPORTS = [rules.curate.output.report.format(set=s) for s in ("sft", "dpo")]
+RUN_REPORTS += shards("sft", rules.draft.output.report)
+RUN_REPORTS += shards("dpo", rules.sample.output.report)
+for _phase in ("sft", "dpo"):
+    RUN_REPORTS += shards(_phase, rules.critique.output.report.replace("{phase}", _phase))
+    RUN_REPORTS += shards(_phase, rules.refine.output.report.replace("{phase}", _phase))
+RUN_REPORTS += [rules.sft_data.output.report, rules.train_sft.output.report]
+if VIDEO:
+    RUN_REPORTS += video_parts(rules.generate_videos.output.report)
+    RUN_REPORTS += video_parts(rules.score_videos.output.report)
+    RUN_REPORTS.append(rules.video_pairs.output.report)
+RUN_REPORTS += [rules.build_pairs.output.report, rules.train_dpo.output.report]
+# The judge's refinements per phase (the `{phase}` wildcard filled, then one path per shard).
+REFINED = {p: shards(p, rules.refine.output.records.replace("{phase}", p)) for p in ("sft", "dpo")}
+
+
+rule run_report:
+    """One page for the whole run: config, provenance of every job, per-stage statistics and plots."""
+    localrule: True
+    input:
+        reports=RUN_REPORTS,
+        raw_sft=CFG["queries"]["sft"],
+        raw_dpo=CFG["queries"]["dpo"],
+        queries=[rules.curate.output.queries.format(set=s) for s in ("sft", "dpo")],
+        drafts=shards("sft", rules.draft.output.records),
+        sft_refinements=REFINED["sft"],
+        candidates=shards("dpo", rules.sample.output.records),
+        dpo_refinements=REFINED["dpo"],
+        pairs=rules.build_pairs.output.pairs,
+        sft_model=rules.train_sft.output.model,
+        dpo_model=rules.train_dpo.output.model,
+        reward_plot=[rules.video_report.output.plot] if VIDEO else [],
+        video_page=[rules.video_report.output.page] if VIDEO else [],
+    output:
+        page=report(
+            "results/report/summary.html",
+            caption="../report/run_summary.rst",
+            category="Run summary",
+        ),
+        query_lengths=report(
+            "results/report/query_lengths.svg",
+            caption="../report/query_lengths.rst",
+            category="Plots",
+        ),
+        prompt_lengths=report(
+            "results/report/prompt_lengths.svg",
+            caption="../report/prompt_lengths.rst",
+            category="Plots",
+        ),
+        pairs_by_source=report(
+            "results/report/pairs_by_source.svg",
+            caption="../report/pairs_by_source.rst",
+            category="Plots",
+        ),
+        loss_curves=report(
+            "results/report/loss_curves.svg",
+            caption="../report/loss_curves.rst",
+            category="Plots",
+        ),
+    params:
+        # Without the run options (they reach jobs through the environment and re-run nothing).
+        config=as_json(answer_config(CFG)),
+        video=lambda w, input: (
+            f"--reward-plot {input.reward_plot} --video-page {input.video_page}" if input.reward_plot else ""
+        ),
+    log:
+        "results/logs/run_report.log",
+    benchmark:
+        "results/benchmarks/run_report.tsv"
+    threads: 1
+    conda:
+        "../../envs/core.yaml"
+    shell:
+        "python -m vpo.run_report --reports {input.reports} --config-json {params.config:q}"
+        " --raw-queries sft={input.raw_sft:q} dpo={input.raw_dpo:q} --queries {input.queries}"
+        " --drafts {input.drafts} --sft-refinements {input.sft_refinements}"
+        " --candidates {input.candidates} --dpo-refinements {input.dpo_refinements}"
+        " --pairs {input.pairs} --trainer-logs sft={input.sft_model:q} dpo={input.dpo_model:q}"
+        " {params.video} --page {output.page} --plot-query-lengths {output.query_lengths}"
+        " --plot-prompt-lengths {output.prompt_lengths} --plot-pairs-by-source {output.pairs_by_source}"
+        " --plot-loss-curves {output.loss_curves} > {log} 2>&1"
