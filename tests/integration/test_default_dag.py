@@ -358,3 +358,31 @@ def test_a_real_partial_rerun_redoes_only_pairs_and_dpo(project):
     assert (
         "Nothing to be done" in snakemake(project, "--dry-run", "--config", "pairs={shuffle_seed: 7}").stdout
     )
+
+
+def test_one_changed_query_line_costs_only_that_query(project):
+    """After the pairs-only re-run (same override): editing one DPO query re-runs the DPO side's jobs,
+    but the item caches answer every other query, so only the changed query costs model calls."""
+    queries = project / "resources/queries/demo_dpo.txt"
+    lines = queries.read_text().splitlines()
+    lines[3] += " near a red sailboat"
+    queries.write_text("\n".join(lines) + "\n")
+    run = snakemake(project, "--config", "pairs={shuffle_seed: 7}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rerun = set(jobs_by_rule(run.stdout))
+    assert {"curate", "shard_dpo", "sample", "critique", "refine", "generate_videos", "train_dpo"} <= rerun
+    assert not rerun & {"draft", "sft_data", "train_sft"}  # the SFT side is untouched
+
+    def report(path: str) -> dict:
+        return json.loads((project / "results" / path).read_text())
+
+    k, videos_per_prompt = 2, 2
+    sample = report("dpo/candidates/shard-0.report.json")["llm"]
+    assert sample["cache_misses"] == k and sample["cache_hits"] == sample["requests"] - k
+    critique = report("dpo/critiques/shard-0.report.json")["llm"]
+    assert 1 <= critique["cache_misses"] <= k * 3 and critique["cache_hits"] >= 7 * k
+    videos = report("dpo/videos/shard-0/part-0.report.json")["counts"]
+    changed = k * videos_per_prompt
+    assert videos["rendered"] == changed and videos["cache_hits"] == videos["videos"] - changed
+    rewards = report("dpo/rewards/shard-0/part-0.report.json")["counts"]
+    assert rewards["scored"] == changed
