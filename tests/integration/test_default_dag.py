@@ -252,6 +252,17 @@ def test_changing_t2v_steps_reruns_videos_onward_never_the_judge(project):
     assert jobs_by_rule(run.stdout) == expected
 
 
+def test_changing_the_dpo_judge_reruns_its_critiques_onward_never_videos(project):
+    judge_b = "llms={judge_b: {backend: hf, model: smollm2-135m}}"
+    run = snakemake(
+        project, "--dry-run", "--config", judge_b, "critique={dpo_llm: judge_b}", "refine={dpo_llm: judge_b}"
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    expected = {"critique": 1, "refine": 1, "build_pairs": 1, "train_dpo": 1, "run_report": 1, "all": 1}
+    assert jobs_by_rule(run.stdout) == expected
+    assert "results/dpo/critiques/shard-0.parquet" in run.stdout and "results/sft/critiques" not in run.stdout
+
+
 def audit(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "vpo.audit", *args], cwd=project, capture_output=True, text=True, check=False

@@ -43,12 +43,20 @@ def on_device(spec):
     return spec if CFG["use_gpus"] else {**spec, "device": "cpu"}
 
 
-def stage_llm(stage):
-    return on_device(llm_spec(CFG, CFG[stage]["llm"]))
+def llm_name(stage, phase="sft"):
+    """The `llms` entry a stage uses; the judge can use another one on the DPO side (`<stage>.dpo_llm`)."""
+    section = CFG[stage]
+    if phase == "dpo" and section.get("dpo_llm"):
+        return section["dpo_llm"]
+    return section["llm"]
 
 
-def stage_llm_inputs(stage):
-    spec = stage_llm(stage)
+def stage_llm(stage, phase="sft"):
+    return on_device(llm_spec(CFG, llm_name(stage, phase)))
+
+
+def stage_llm_inputs(stage, phase="sft"):
+    spec = stage_llm(stage, phase)
     model = spec.get("model")
     return built_model(model) if model in CFG["models"] and "model_path" in spec else []
 
@@ -62,11 +70,11 @@ def res(stage, key, default):
     return CFG.get(stage, {}).get("resources", {}).get(key, default)
 
 
-def gpus(stage):
+def gpus(stage, phase="sft"):
     """GPUs one job of a GPU-capable stage asks for: 0 without `use_gpus` or for a remote LLM."""
     if not CFG["use_gpus"]:
         return 0
-    if stage in ("draft", "critique", "refine") and "model_path" not in stage_llm(stage):
+    if stage in ("draft", "critique", "refine") and "model_path" not in stage_llm(stage, phase):
         return 0  # the model runs behind a remote endpoint
     return res(stage, "gpu", 1)
 

@@ -7,12 +7,12 @@ rule critique:
     input:
         prompts=lambda w: f"results/{w.phase}/{PROMPTS[w.phase]}/shard-{w.k}.parquet",
         template=CFG["critique"]["template"],
-        model=stage_llm_inputs("critique"),
+        model=lambda w: stage_llm_inputs("critique", w.phase),
     output:
         records="results/{phase}/critiques/shard-{k}.parquet",
         report="results/{phase}/critiques/shard-{k}.report.json",
     params:
-        llm=as_json(stage_llm("critique")),
+        llm=lambda w: as_json(stage_llm("critique", w.phase)),
         generation=as_json(CFG["critique"]["generation"]),
         retries=CFG["critique"]["max_parse_retries"],
         seed=CFG["seed"],
@@ -26,7 +26,7 @@ rule critique:
     resources:
         mem_mb=res("critique", "mem_mb", 4000),
         runtime=res("critique", "runtime", 60),
-        gpu=gpus("critique"),
+        gpu=lambda w: gpus("critique", w.phase),
     conda:
         "../../envs/llm.yaml"
     shell:
@@ -42,12 +42,12 @@ rule refine:
         critiques="results/{phase}/critiques/shard-{k}.parquet",
         critique_template=CFG["critique"]["template"],
         template=CFG["refine"]["template"],
-        model=stage_llm_inputs("refine"),
+        model=lambda w: stage_llm_inputs("refine", w.phase),
     output:
         records="results/{phase}/refinements/shard-{k}.parquet",
         report="results/{phase}/refinements/shard-{k}.report.json",
     params:
-        llm=as_json(stage_llm("refine")),
+        llm=lambda w: as_json(stage_llm("refine", w.phase)),
         generation=as_json(CFG["refine"]["generation"]),
         retries=CFG["refine"]["max_parse_retries"],
         seed=CFG["seed"],
@@ -61,7 +61,7 @@ rule refine:
     resources:
         mem_mb=res("refine", "mem_mb", 4000),
         runtime=res("refine", "runtime", 60),
-        gpu=gpus("refine"),
+        gpu=lambda w: gpus("refine", w.phase),
     conda:
         "../../envs/llm.yaml"
     shell:

@@ -147,11 +147,13 @@ def _cross_checks(config: dict[str, Any], check_files: bool) -> list[str]:
                 f"key '{key}.structured_output': this backend ignores response_format (hf, transformers "
                 "serve). Fix: set it to false, or use a remote endpoint or serve: vllm."
             )
-    for stage in ("draft", "critique", "refine"):
-        if config[stage]["llm"] not in llms:
+    for stage, key in (("draft", "llm"), ("critique", "llm"), ("refine", "llm"), ("critique", "dpo_llm"),
+                       ("refine", "dpo_llm")):  # fmt: skip
+        name = config[stage].get(key)
+        if name is not None and name not in llms:
             problems.append(
-                f"key '{stage}.llm': {config[stage]['llm']!r} is not an entry of 'llms' "
-                f"({', '.join(llms)}). Fix: name one of them."
+                f"key '{stage}.{key}': {name!r} is not an entry of 'llms' ({', '.join(llms)}). "
+                "Fix: name one of them."
             )
     if config["sample"]["backend"] == "openai" and not config["sample"]["serve"]:
         problems.append(

@@ -67,8 +67,11 @@ def estimate(config: dict[str, Any]) -> list[Line]:
     n_dpo, query_dpo = _queries(config, "dpo")
     k = config["sample"]["k"]
 
-    def llm_of(stage: str) -> tuple[str, str, Price | None]:
-        entry = config["llms"][config[stage]["llm"]]
+    def llm_of(stage: str, phase: str) -> tuple[str, str, Price | None]:
+        name = config[stage]["llm"]
+        if phase == "dpo" and config[stage].get("dpo_llm"):
+            name = config[stage]["dpo_llm"]
+        entry = config["llms"][name]
         remote = entry["backend"] == "openai" and entry["base_url"]
         price = config["prices"].get(entry["model"]) if remote else None
         if price is not None:
@@ -77,7 +80,7 @@ def estimate(config: dict[str, Any]) -> list[Line]:
         return label, entry["mode"] if remote else "local", price
 
     def add(stage: str, phase: str, n: int, messages: list[dict[str, str]]) -> None:
-        model, mode, price = llm_of(stage)
+        model, mode, price = llm_of(stage, phase)
         retries = config[stage].get("max_parse_retries", 0)
         generation = config[stage]["generation"]
         lines.append(
