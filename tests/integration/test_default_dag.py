@@ -364,7 +364,12 @@ def test_a_real_partial_rerun_redoes_only_pairs_and_dpo(project):
     before = {p: p.stat().st_mtime_ns for p in untouched}
     run = snakemake(project, "--config", "pairs={shuffle_seed: 7}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert jobs_by_rule(run.stdout) == {"build_pairs": 1, "train_dpo": 1, "run_report": 1, "all": 1}
+    assert jobs_by_rule(run.stdout + run.stderr) == {
+        "build_pairs": 1,
+        "train_dpo": 1,
+        "run_report": 1,
+        "all": 1,
+    }
     assert before and {p: p.stat().st_mtime_ns for p in untouched} == before
     assert (
         "Nothing to be done" in snakemake(project, "--dry-run", "--config", "pairs={shuffle_seed: 7}").stdout
@@ -380,7 +385,7 @@ def test_one_changed_query_line_costs_only_that_query(project):
     queries.write_text("\n".join(lines) + "\n")
     run = snakemake(project, "--config", "pairs={shuffle_seed: 7}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    rerun = set(jobs_by_rule(run.stdout))
+    rerun = set(jobs_by_rule(run.stdout + run.stderr))
     assert {"curate", "shard_dpo", "sample", "critique", "refine", "generate_videos", "train_dpo"} <= rerun
     assert not rerun & {"draft", "sft_data", "train_sft"}  # the SFT side is untouched
 
