@@ -260,7 +260,8 @@ def test_changing_the_dpo_judge_reruns_its_critiques_onward_never_videos(project
     assert run.returncode == 0, run.stderr[-3000:]
     expected = {"critique": 1, "refine": 1, "build_pairs": 1, "train_dpo": 1, "run_report": 1, "all": 1}
     assert jobs_by_rule(run.stdout) == expected
-    assert "results/dpo/critiques/shard-0.parquet" in run.stdout and "results/sft/critiques" not in run.stdout
+    assert "output: results/dpo/critiques/shard-0.parquet" in run.stdout
+    assert "output: results/sft/critiques" not in run.stdout
 
 
 def audit(project: Path, *args: str) -> subprocess.CompletedProcess:
