@@ -13,7 +13,7 @@ import pytest
 from vpo import run_report
 from vpo.ids import query_id
 from vpo.io import write_records
-from vpo.run_options import RUN_OPTIONS_ENV, run_options
+from vpo.run_options import RUN_OPTIONS_ENV, run_options, without_run_options
 
 FAKE_SECRET = "sk-test-0123456789abcdef-not-a-real-key"
 KEY_ENV = "VPO_TEST_JUDGE_KEY"
@@ -247,7 +247,7 @@ def make_run(root: Path, with_loss: bool = True) -> list[str]:
         dpo_log = [{"current_steps": s, "loss": 0.693 - 0.01 * s} for s in (1, 2)]
         (dpo_dir / "adapter/trainer_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dpo_log))
     out = root / "results/report"
-    args = ["--reports", *reports, "--config-json", json.dumps(run_report.answer_config(CONFIG))]
+    args = ["--reports", *reports, "--config-json", json.dumps(without_run_options(CONFIG))]
     args += ["--raw-queries", f"sft={raw / 'sft.txt'}", f"dpo={raw / 'dpo.txt'}"]
     args += ["--queries", str(res / "queries/sft.parquet"), str(res / "queries/dpo.parquet")]
     args += ["--drafts", str(res / "sft/drafts/shard-0.parquet")]
@@ -357,7 +357,7 @@ def test_trainer_log_reader_skips_steps_without_loss_and_a_torn_line(tmp_path):
 
 
 def test_run_options_leave_params_and_come_back_for_display():
-    params = run_report.answer_config(CONFIG)
+    params = without_run_options(CONFIG)
     assert "prices" not in params and "budget_usd" not in params
     assert "api_key_env" not in params["llms"]["judge"] and params["llms"]["judge"]["model"] == "gpt-4o"
     assert run_report.with_run_options(params, run_options(CONFIG)) == {

@@ -1,6 +1,6 @@
 # The run report: one page with the config, every job's provenance, per-stage statistics and plots
 # (`snakemake --report` shows it under "Run summary", the plots under "Plots").
-from vpo.run_report import answer_config
+from vpo.run_options import without_run_options
 
 VIDEO = CFG["pairs"]["video"]
 
@@ -67,7 +67,7 @@ rule run_report:
         ),
     params:
         # Without the run options (they reach jobs through the environment and re-run nothing).
-        config=as_json(answer_config(CFG)),
+        config=as_json(without_run_options(CFG)),
         video=lambda w, input: (
             f"--reward-plot {input.reward_plot} --video-page {input.video_page}" if input.reward_plot else ""
         ),

@@ -34,6 +34,10 @@ EXECUTION_KEYS = (
 )
 
 
+# Top-level keys that are run options as a whole.
+GLOBAL_KEYS = ("prices", "budget_usd")
+
+
 def run_options(config: dict[str, Any]) -> dict[str, Any]:
     """What the Snakefile exports: execution keys of every `llms` entry, prices and the budget."""
     return {
@@ -41,9 +45,18 @@ def run_options(config: dict[str, Any]) -> dict[str, Any]:
             name: {k: v for k, v in entry.items() if k in EXECUTION_KEYS}
             for name, entry in config["llms"].items()
         },
-        "prices": config.get("prices", {}),
-        "budget_usd": config.get("budget_usd"),
+        **{key: config.get(key) for key in GLOBAL_KEYS},
     }
+
+
+def without_run_options(config: dict[str, Any]) -> dict[str, Any]:
+    """The config minus what `run_options` exports: what decides the outputs (safe as params)."""
+    out = {key: value for key, value in config.items() if key not in GLOBAL_KEYS}
+    out["llms"] = {
+        name: {k: v for k, v in entry.items() if k not in EXECUTION_KEYS}
+        for name, entry in config["llms"].items()
+    }
+    return out
 
 
 def from_env() -> dict[str, Any]:

@@ -25,7 +25,7 @@ import yaml
 from vpo.io import atomic_write_bytes, read_records
 from vpo.queries import read_raw_queries
 from vpo.report import log_placement
-from vpo.run_options import EXECUTION_KEYS
+from vpo.run_options import GLOBAL_KEYS
 from vpo.run_options import from_env as run_options_from_env
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SETS = ("sft", "dpo")
-_RUN_OPTION_KEYS = ("prices", "budget_usd")
 # Pipeline order of the stages; anything else (a stage added later) follows, by first start time.
 STAGE_ORDER = (
     "curate (sft)",
@@ -90,24 +89,9 @@ code { font-size: 0.92em; }
 # ----------------------------------------------------------------------------------------- config
 
 
-def answer_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config without its run options (vpo.run_options): those reach jobs through the environment,
-    and passing them as params would re-run this report when only pacing or prices change."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if key in _RUN_OPTION_KEYS:
-            continue
-        if key == "llms":
-            value = {
-                name: {k: v for k, v in entry.items() if k not in EXECUTION_KEYS}
-                for name, entry in value.items()
-            }
-        out[key] = value
-    return out
-
-
 def with_run_options(config: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
-    """The config as the run saw it: `answer_config` completed with the run options jobs received."""
+    """The config as the run saw it: the rule's config (without run options) completed with the run
+    options the job received."""
     merged = dict(config)
     if not options:
         return merged
@@ -115,7 +99,7 @@ def with_run_options(config: Mapping[str, Any], options: Mapping[str, Any]) -> d
     merged["llms"] = {
         name: {**entry, **option_llms.get(name, {})} for name, entry in (config.get("llms") or {}).items()
     }
-    for key in _RUN_OPTION_KEYS:
+    for key in GLOBAL_KEYS:
         merged[key] = options.get(key)
     return merged
 
