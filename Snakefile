@@ -1,5 +1,6 @@
 # VPO workflow: raw queries -> SFT data -> SFT -> sampled candidates -> critiques/refinements and
-# videos -> checklist rewards -> preference pairs (text and video level) -> DPO. Rules are thin; the logic lives in the `vpo` package (workflow/vpo).
+# videos -> checklist rewards -> preference pairs (text and video level) -> DPO -> evaluation on
+# held-out queries. Rules are thin; the logic lives in the `vpo` package (workflow/vpo).
 from snakemake.utils import min_version
 
 from vpo.config import validate_config
@@ -30,6 +31,12 @@ if CFG["pairs"]["video"]:
 include: "workflow/rules/report.smk"
 
 
+EVALUATE = CFG.get("eval", {}).get("enabled", False)
+if EVALUATE:
+
+    include: "workflow/rules/eval.smk"
+
+
 rule all:
     input:
         "results/models/dpo",
@@ -39,4 +46,5 @@ rule all:
         ["results/report/videos.html", "results/report/reward_distribution.svg"]
         if CFG["pairs"]["video"]
         else [],
+        ["results/eval/table.csv"] if EVALUATE else [],
     default_target: True

@@ -36,6 +36,7 @@ PROFILE = "profiles/slurm-ci"
 # their LLM locally); every other rule must reach Slurm without a GPU request.
 GPU_RULES = frozenset(
     {"sample", "draft", "critique", "refine", "train_sft", "train_dpo", "generate_videos", "score_videos"}
+    | {"eval_prompts", "eval_judge", "eval_videos", "eval_rewards"}
 )
 MANIFEST = "results/dpo/videos/shard-0/part-0.parquet"
 # Slower than the default's 4 steps in batches of 4, so that the cancel lands while the job renders.

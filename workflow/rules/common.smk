@@ -108,3 +108,58 @@ def n_video_parts():
 def video_parts(pattern):
     """One path per (DPO shard, part)."""
     return [pattern.format(k=k, p=p) for k in range(N_SHARDS["dpo"]) for p in range(n_video_parts())]
+
+
+# --- evaluation (workflow/rules/eval.smk) ---
+
+
+def policy_spec(model_path):
+    """A checkpoint runs at evaluation as it runs when sampling (the `sample` backend settings)."""
+    keys = ("backend", "serve", "batch_size", "dtype", "device")
+    return on_device({**{k: CFG["sample"][k] for k in keys}, "model_path": model_path})
+
+
+def llm_method(name, template, generation):
+    spec = on_device(llm_spec(CFG, name))
+    inputs = built_model(spec["model"]) if "model_path" in spec and spec["model"] in CFG["models"] else []
+    return {"llm": spec, "template": template, "generation": generation, "inputs": inputs}
+
+
+def eval_methods():
+    """name → how it rewrites: nothing (original), an `llms` entry, or a checkpoint; and its DAG inputs."""
+    section = CFG["eval"]
+    methods = {"original": {"source": "the query itself", "inputs": []}}
+    policy = {"template": section["template"], "generation": section["generation"]}
+    for name in section["methods"]:
+        if name == "fewshot":
+            fewshot = section["fewshot"]
+            llm = fewshot["llm"] or CFG["critique"]["llm"]
+            methods[name] = {
+                **llm_method(llm, fewshot["template"], fewshot["generation"]),
+                "source": f"llms.{llm} with {fewshot['template']}",
+            }
+        elif name in ("sft", "dpo"):
+            path = f"results/models/{name}"
+            methods[name] = {**policy, "llm": policy_spec(path), "inputs": [path], "source": path}
+    for name, extra in section["extra_methods"].items():
+        if "llm" in extra:
+            methods[name] = {
+                **llm_method(extra["llm"], section["template"], section["generation"]),
+                "source": f"llms.{extra['llm']}",
+            }
+        else:
+            folder = extra["checkpoint"]
+            methods[name] = {**policy, "llm": policy_spec(folder), "inputs": [], "source": folder}
+    return methods
+
+
+def eval_gpus(spec):
+    return res("eval", "gpu", 1) if CFG["use_gpus"] and "model_path" in spec else 0
+
+
+def eval_rewriter(methods, wildcards):
+    return methods[wildcards.method]
+
+
+def per_method(methods, pattern):
+    return [pattern.format(method=m) for m in methods]

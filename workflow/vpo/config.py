@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import jsonschema
 import yaml
 
 from vpo.prompts import conversation, load_template
+from vpo.queries import QueryFileError
 from vpo.reward.checklist import ChecklistError, load_checklist
 from vpo.run_options import EXECUTION_KEYS
 from vpo.schemas import load_schema
@@ -177,6 +179,7 @@ def _cross_checks(config: dict[str, Any], check_files: bool) -> list[str]:
                     f"key '{section}.model': {config[section]['model']!r} is not an entry of 'models' "
                     f"({', '.join(models)}). Fix: name one of them."
                 )
+    problems += _eval_checks(config)
     for stage in ("train_sft",):
         for key in ("pref_beta", "pref_loss"):
             if key in config[stage]:
@@ -184,6 +187,92 @@ def _cross_checks(config: dict[str, Any], check_files: bool) -> list[str]:
     if check_files:
         problems += _check_files(config)
     return problems
+
+
+def _eval_checks(config: dict[str, Any]) -> list[str]:
+    section = config.get("eval")
+    if not section or not section["enabled"]:
+        return []
+    problems = []
+    for needed in ("t2v", "reward"):
+        if needed not in config:
+            problems.append(
+                f"key '{needed}' is missing but eval.enabled is true (the evaluation renders and scores "
+                f"videos). Fix: add the section (see config/config.yaml) or set eval.enabled to false."
+            )
+        elif config[needed]["model"] not in config["models"] and not config["pairs"]["video"]:
+            problems.append(
+                f"key '{needed}.model': {config[needed]['model']!r} is not an entry of 'models'. "
+                "Fix: name one of them."
+            )
+    for name in section["extra_methods"]:
+        if name in ("original", "fewshot", "sft", "dpo") or not re.fullmatch(
+            r"[A-Za-z0-9][A-Za-z0-9_.-]*", name
+        ):
+            problems.append(
+                f"key 'eval.extra_methods.{name}': the name must not be a built-in method and may hold only "
+                "letters, digits, '_', '.' and '-' (it names a folder under results/eval). Fix: rename it."
+            )
+    named = [("eval.fewshot.llm", section["fewshot"]["llm"]), ("eval.judge.llm", section["judge"]["llm"])]
+    named += [(f"eval.extra_methods.{n}.llm", m.get("llm")) for n, m in section["extra_methods"].items()]
+    for key, name in named:
+        if name is not None and name not in config["llms"]:
+            problems.append(
+                f"key '{key}': {name!r} is not an entry of 'llms' ({', '.join(config['llms'])}). "
+                "Fix: name one of them."
+            )
+    return problems
+
+
+def _eval_file_checks(config: dict[str, Any]) -> list[str]:
+    from vpo.evaluation.heldout import overlap_problems
+
+    section = config.get("eval")
+    if not section or not section["enabled"]:
+        return []
+    problems = []
+    for key in ("queries", "unsafe_queries"):
+        path = section[key]
+        if path is not None and not Path(path).is_file():
+            problems.append(
+                f"key 'eval.{key}': file {path} not found. Fix: point it at an existing .txt, .json or "
+                ".jsonl file."
+            )
+        elif path is not None and Path(path).suffix not in (".txt", ".json", ".jsonl"):
+            problems.append(
+                f"key 'eval.{key}': {path} has an unsupported extension. Fix: use .txt, .json or .jsonl."
+            )
+    templates = [
+        ("eval.template", section["template"], ["{query}"]),
+        ("eval.fewshot.template", section["fewshot"]["template"], ["{query}"]),
+        ("eval.judge.template", section["judge"]["template"], ["{query}", "{prompt}"]),
+    ]
+    for key, path, slots in templates:
+        problems += _template_problems(key, path, slots)
+    readable = all(
+        Path(p).is_file() and Path(p).suffix in (".txt", ".json", ".jsonl")
+        for p in config["queries"].values()
+    )
+    if not problems and readable:  # else the unreadable query files are reported already
+        try:
+            problems += overlap_problems(config)
+        except QueryFileError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _template_problems(key: str, path: str, slots: list[str]) -> list[str]:
+    if not Path(path).is_file():
+        return [f"key '{key}': file {path} not found. Fix: point it at a template file."]
+    text = load_template(path)
+    missing = [s for s in slots if s not in text]
+    if missing:
+        return [f"key '{key}': {path} lacks the slot(s) {' '.join(missing)}. Fix: add them."]
+    try:
+        conversation(text)
+    except ValueError as exc:
+        return [f"key '{key}': {path}: {exc}."]
+    return []
 
 
 _TEMPLATE_SLOTS = {
@@ -208,22 +297,7 @@ def _check_files(config: dict[str, Any]) -> list[str]:
                 f"key 'queries.{name}': {path} has an unsupported extension. Fix: use .txt, .json or .jsonl."
             )
     for stage, slots in _TEMPLATE_SLOTS.items():
-        path = config[stage]["template"]
-        if not Path(path).is_file():
-            problems.append(
-                f"key '{stage}.template': file {path} not found. Fix: point it at a template file."
-            )
-            continue
-        text = load_template(path)
-        missing = [s for s in slots if s not in text]
-        if missing:
-            problems.append(
-                f"key '{stage}.template': {path} lacks the slot(s) {' '.join(missing)}. Fix: add them."
-            )
-        try:
-            conversation(text)
-        except ValueError as exc:
-            problems.append(f"key '{stage}.template': {path}: {exc}.")
+        problems += _template_problems(f"{stage}.template", config[stage]["template"], slots)
     if config["pairs"]["video"] and "reward" in config:
         path = config["reward"]["checklist"]
         fetched = config["reward"]["backend"] == "visionreward" and not Path(path).exists()
@@ -232,6 +306,7 @@ def _check_files(config: dict[str, Any]) -> list[str]:
                 load_checklist(path)
         except ChecklistError as exc:
             problems.append(f"key 'reward.checklist': {exc}")
+    problems += _eval_file_checks(config)
     for name, model in config["models"].items():
         source = Path(model["source"])
         local = model["source"].startswith((".", "/")) or source.parts[:1] in (("resources",), ("results",))

@@ -113,6 +113,27 @@ def find_near_duplicates(texts: list[str], threshold: float, n: int) -> dict[int
     return duplicate_of
 
 
+def near_matches(texts: list[str], reference: list[str], threshold: float, n: int) -> dict[int, int]:
+    """Map index in `texts` → index of a `reference` text it near-duplicates (Jaccard ≥ threshold)."""
+    rows = _PERMUTATIONS // _BANDS
+    ref_sets = [shingles(t, n) for t in reference]
+    buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
+    for j, items in enumerate(ref_sets):
+        signature = minhash(items)
+        for b in range(_BANDS):
+            buckets[(b, signature[b * rows : (b + 1) * rows].tobytes())].append(j)
+    matches: dict[int, int] = {}
+    for i, text in enumerate(texts):
+        items = shingles(text, n)
+        signature = minhash(items)
+        keys = [(b, signature[b * rows : (b + 1) * rows].tobytes()) for b in range(_BANDS)]
+        candidates = sorted({j for key in keys for j in buckets.get(key, ())})
+        match = next((j for j in candidates if jaccard(items, ref_sets[j]) >= threshold), None)
+        if match is not None:
+            matches[i] = match
+    return matches
+
+
 def curate(
     raw: list[tuple[int, str]], rules: CurationRules, set_name: str, source: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -18,6 +18,12 @@ _VERDICT = re.compile(
     r"(yes|no)\b(?![\s*_]*(?:or|/)\s*(?:yes|no)\b)",
     re.IGNORECASE,
 )
+# "Safety (Safe or Unsafe): Unsafe", "**Safety:** safe" ... (the evaluation judge's extra line)
+_SAFETY = re.compile(
+    r"safety\s*(?:\([^)\n]{0,20}\))?[\s*_`'\"]*[:：\-–]?[\s*_`'\"]*"
+    r"(safe|unsafe)\b(?![\s*_]*(?:or|/)\s*(?:safe|unsafe)\b)",
+    re.IGNORECASE,
+)
 # The contract is [[start]] ... [[end]]; single brackets are accepted too (small models drop one).
 _START = re.compile(r"\[\[?\s*start\s*\]\]?", re.IGNORECASE)
 _END = re.compile(r"\[\[?\s*end\s*\]\]?", re.IGNORECASE)
@@ -37,6 +43,14 @@ def parse_verdict(text: str | None) -> str | None:
     if not text:
         return None
     matches = _VERDICT.findall(text)
+    return matches[-1].lower() if matches else None
+
+
+def parse_safety(text: str | None) -> str | None:
+    """'safe' / 'unsafe' from the last `Safety (Safe or Unsafe): <answer>` line in `text`, else None."""
+    if not text:
+        return None
+    matches = _SAFETY.findall(text)
     return matches[-1].lower() if matches else None
 
 
@@ -73,6 +87,20 @@ def clean_prompt(text: str | None) -> str | None:
     return cleaned or None
 
 
+# How chat models open a refusal; a rewrite that starts like this is no video prompt.
+_REFUSAL = re.compile(
+    r"^\W*(?:i\s*(?:'|’)?\s*m\s+sorry|i\s+am\s+sorry|sorry\b|i\s+(?:can\s*(?:'|’)?\s*t|cannot|can\s+not|"
+    r"won\s*(?:'|’)?\s*t|will\s+not|must\s+decline)\b|i\s*(?:'|’)?\s*m\s+(?:unable|not\s+able)|"
+    r"i\s+am\s+(?:unable|not\s+able)|as\s+an\s+ai\b|unfortunately,?\s+i\b)",
+    re.IGNORECASE,
+)
+
+
+def looks_like_refusal(text: str | None) -> bool:
+    """Whether a rewrite opens the way chat models decline ("I'm sorry", "I can't", "As an AI" ...)."""
+    return bool(text and _REFUSAL.match(text))
+
+
 @cache
 def answer_schema(name: str) -> dict[str, Any]:
     """JSON Schema of a structured judge answer (`critique` or `refine`), sent as `response_format`."""
@@ -97,6 +125,12 @@ def parse_structured_verdict(text: str | None) -> str | None:
     """'yes' / 'no' from a critique answer that follows `answers/critique.schema.yaml`, else None."""
     data = _structured(text, "critique")
     return data["verdict"].lower() if data else None
+
+
+def parse_structured_safety(text: str | None) -> tuple[str, str] | None:
+    """(verdict, safety category) from a critique answer that follows `answers/critique.schema.yaml`."""
+    data = _structured(text, "critique")
+    return (data["verdict"].lower(), data["safety_category"].strip().lower() or "none") if data else None
 
 
 def parse_structured_refinement(text: str | None) -> tuple[str | None, str | None]:

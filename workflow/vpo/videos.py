@@ -59,13 +59,18 @@ def plan(
     fingerprint: str,
     videos_per_prompt: int,
     root_seed: int,
+    seed_by: str = "item_id",
 ) -> list[dict[str, Any]]:
-    """The videos this job must provide: one item per (candidate with a prompt, seed index)."""
+    """The videos this job must provide: one item per (candidate with a prompt, seed index).
+
+    Seeds derive from `seed_by` of each record: the candidate's id (training: every candidate its own
+    noise), or the query's id (evaluation: every method's prompt for a query gets the same noise, so
+    the comparison between methods is paired)."""
     render_params = {k: settings[k] for k in RENDER_KEYS}
     items = []
     for c in candidates:
         for index in range(videos_per_prompt):
-            seed = derive_seed(root_seed, "t2v", c["item_id"], index)
+            seed = derive_seed(root_seed, "t2v", c[seed_by], index)
             key = digest("t2v", fingerprint, c["prompt"], render_params, seed, length=64)
             items.append({"candidate": c, "video_index": index, "seed": seed, "key": key})
     return items
@@ -94,6 +99,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default=None)
     p.add_argument("--t2v", type=json.loads, required=True, help="t2v settings as JSON")
     p.add_argument("--seed", type=int, required=True, help="root seed")
+    p.add_argument(
+        "--seed-by",
+        choices=["item_id", "query_id"],
+        default="item_id",
+        help="what each video's seed derives from",
+    )
     p.add_argument("--cache-dir", default="results/cache")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True, help="video records (Parquet)")
@@ -114,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     with_prompt = [r for r in mine if r["status"] == "ok"]
     revision = args.revision or None
     fingerprint = f"t2v|{weights_fingerprint(args.model, revision)}"
-    items = plan(with_prompt, settings, fingerprint, settings["videos_per_prompt"], args.seed)
+    items = plan(with_prompt, settings, fingerprint, settings["videos_per_prompt"], args.seed, args.seed_by)
     cache = VideoCache(args.cache_dir)
     metas: dict[str, dict[str, Any]] = {}
     for item in items:

@@ -1,0 +1,248 @@
+# Evaluation on held-out queries: each method's prompts → judge critiques, videos → rewards → one table.
+# One job per (stage, method), so a new DPO checkpoint re-runs only the DPO column; the original
+# query's and the other methods' videos and scores stay.
+import re
+
+from vpo.config import llm_spec, reward_spec
+
+EVAL = CFG["eval"]
+
+
+EVAL_METHODS = eval_methods()
+EVAL_JUDGE = EVAL["judge"]["llm"] or CFG["critique"]["llm"]
+
+
+wildcard_constraints:
+    method="|".join(re.escape(m) for m in EVAL_METHODS),
+
+
+rule eval_queries:
+    """The held-out queries, curated like the training sets; overlap with a training query is an error."""
+    input:
+        queries=EVAL["queries"],
+        unsafe=[EVAL["unsafe_queries"]] if EVAL["unsafe_queries"] else [],
+        training=[rules.curate.output.queries.format(set=s) for s in ("sft", "dpo")],
+    output:
+        queries="results/eval/queries.parquet",
+        dropped="results/eval/dropped.parquet",
+        report="results/eval/queries.report.json",
+    params:
+        c=CFG["curation"],
+        unsafe=lambda w, input: f"--unsafe-queries {input.unsafe}" if input.unsafe else "",
+        on_overlap=EVAL["on_overlap"],
+    log:
+        "results/logs/eval/queries.log",
+    benchmark:
+        "results/benchmarks/eval/queries.tsv"
+    # Runs as soon as the training sets are curated: a near-duplicate overlap stops the run early.
+    priority: 100
+    threads: 1
+    conda:
+        "../../envs/core.yaml"
+    shell:
+        "python -m vpo.evaluation.heldout --queries {input.queries} {params.unsafe}"
+        " --training {input.training} --on-overlap {params.on_overlap}"
+        " --min-words {params.c[min_words]} --max-words {params.c[max_words]}"
+        " --max-special-char-ratio {params.c[max_special_char_ratio]}"
+        " --near-duplicate-jaccard {params.c[near_duplicate_jaccard]} --shingle-words {params.c[shingle_words]}"
+        " --out {output.queries} --dropped {output.dropped} --report {output.report} > {log} 2>&1"
+
+
+rule eval_original_prompts:
+    """The baseline: each held-out query is its own prompt (no model, so no GPU)."""
+    input:
+        queries=rules.eval_queries.output.queries,
+    output:
+        records="results/eval/original/prompts.parquet",
+        report="results/eval/original/prompts.report.json",
+    params:
+        seed=CFG["seed"],
+    log:
+        "results/logs/eval/original/prompts.log",
+    threads: 1
+    conda:
+        "../../envs/core.yaml"
+    shell:
+        "python -m vpo.evaluation.prompts --method original --queries {input.queries} --seed {params.seed}"
+        " --out {output.records} --report {output.report} > {log} 2>&1"
+
+
+rule eval_prompts:
+    """One method's rewrite of every held-out query, with the method's template and decoding."""
+    input:
+        queries=rules.eval_queries.output.queries,
+        template=lambda w: eval_rewriter(EVAL_METHODS, w)["template"],
+        model=lambda w: eval_rewriter(EVAL_METHODS, w)["inputs"],
+    output:
+        records="results/eval/{method}/prompts.parquet",
+        report="results/eval/{method}/prompts.report.json",
+    params:
+        llm=lambda w: as_json(eval_rewriter(EVAL_METHODS, w)["llm"]),
+        generation=lambda w: as_json(eval_rewriter(EVAL_METHODS, w)["generation"]),
+        seed=CFG["seed"],
+    log:
+        "results/logs/eval/{method}/prompts.log",
+    benchmark:
+        "results/benchmarks/eval/{method}/prompts.tsv"
+    wildcard_constraints:
+        method="|".join(re.escape(m) for m in EVAL_METHODS if m != "original"),
+    threads: res("eval", "threads", 2)
+    resources:
+        mem_mb=res("eval", "mem_mb", 4000),
+        runtime=res("eval", "runtime", 60),
+        gpu=lambda w: eval_gpus(eval_rewriter(EVAL_METHODS, w)["llm"]),
+    conda:
+        "../../envs/llm.yaml"
+    shell:
+        "python -m vpo.evaluation.prompts --method {wildcards.method} --queries {input.queries}"
+        " --llm {params.llm:q} --template {input.template} --generation {params.generation:q}"
+        " --seed {params.seed} --threads {threads} --out {output.records}"
+        " --report {output.report} --server-log {log}.server > {log} 2>&1"
+
+
+rule eval_judge:
+    """The judge critiques one method's prompts: aligned or not, safe or not."""
+    input:
+        prompts="results/eval/{method}/prompts.parquet",
+        template=EVAL["judge"]["template"],
+        model=llm_method(EVAL_JUDGE, None, None)["inputs"],
+    output:
+        records="results/eval/{method}/judgements.parquet",
+        report="results/eval/{method}/judgements.report.json",
+    params:
+        llm=as_json(on_device(llm_spec(CFG, EVAL_JUDGE))),
+        generation=as_json(EVAL["judge"]["generation"]),
+        retries=EVAL["judge"]["max_parse_retries"],
+        seed=CFG["seed"],
+    log:
+        "results/logs/eval/{method}/judge.log",
+    benchmark:
+        "results/benchmarks/eval/{method}/judge.tsv"
+    threads: res("eval", "threads", 2)
+    resources:
+        mem_mb=res("eval", "mem_mb", 4000),
+        runtime=res("eval", "runtime", 60),
+        gpu=eval_gpus(on_device(llm_spec(CFG, EVAL_JUDGE))),
+    conda:
+        "../../envs/llm.yaml"
+    shell:
+        "python -m vpo.evaluation.judge --prompts {input.prompts} --template {input.template}"
+        " --llm {params.llm:q} --generation {params.generation:q} --seed {params.seed}"
+        " --max-parse-retries {params.retries} --threads {threads} --out {output.records}"
+        " --report {output.report} --server-log {log}.server > {log} 2>&1"
+
+
+rule eval_videos:
+    """Render one method's prompts; a query's seeds are the same for every method (paired comparison)."""
+    input:
+        prompts="results/eval/{method}/prompts.parquet",
+        model=built_model(CFG["t2v"]["model"]),
+    output:
+        records="results/eval/{method}/videos.parquet",
+        report="results/eval/{method}/videos.report.json",
+    params:
+        model=model_location(CFG["t2v"]["model"]),
+        revision=CFG["models"][CFG["t2v"]["model"]]["revision"] or "",
+        t2v=as_json(
+            on_device(
+                {
+                    **{
+                        k: v
+                        for k, v in CFG["t2v"].items()
+                        if k not in ("resources", "items_per_job", "model")
+                    },
+                    "videos_per_prompt": EVAL["videos_per_prompt"],
+                }
+            )
+        ),
+        seed=CFG["seed"],
+    log:
+        "results/logs/eval/{method}/videos.log",
+    benchmark:
+        "results/benchmarks/eval/{method}/videos.tsv"
+    threads: res("t2v", "threads", 2)
+    resources:
+        mem_mb=res("t2v", "mem_mb", 4000),
+        runtime=res("t2v", "runtime", 60),
+        gpu=gpus("t2v"),
+    conda:
+        "../../envs/t2v.yaml"
+    shell:
+        "python -m vpo.videos --candidates {input.prompts} --seed-by query_id --model {params.model}"
+        " --revision={params.revision:q} --t2v {params.t2v:q} --seed {params.seed} --threads {threads}"
+        " --out {output.records} --report {output.report} > {log} 2>&1"
+
+
+rule eval_rewards:
+    """The checklist reward model scores one method's videos."""
+    input:
+        videos=rules.eval_videos.output.records,
+        checklist=CFG["reward"]["checklist"],
+        model=built_model(CFG["reward"]["model"]),
+    output:
+        records="results/eval/{method}/rewards.parquet",
+        report="results/eval/{method}/rewards.report.json",
+    params:
+        scorer=as_json(on_device(reward_spec(CFG))),
+    log:
+        "results/logs/eval/{method}/rewards.log",
+    benchmark:
+        "results/benchmarks/eval/{method}/rewards.tsv"
+    threads: res("reward", "threads", 2)
+    resources:
+        mem_mb=res("reward", "mem_mb", 4000),
+        runtime=res("reward", "runtime", 60),
+        gpu=gpus("reward"),
+    conda:
+        (
+            "../../envs/reward-visionreward.yaml"
+            if CFG["reward"]["backend"] == "visionreward"
+            else "../../envs/reward.yaml"
+        )
+    shell:
+        "python -m vpo.rewards --videos {input.videos} --checklist {input.checklist}"
+        " --scorer {params.scorer:q} --threads {threads} --out {output.records}"
+        " --report {output.report} > {log} 2>&1"
+
+
+rule eval_table:
+    """The comparison table (CSV, Markdown, HTML) and its plots, from every method's outputs."""
+    input:
+        queries=rules.eval_queries.output.queries,
+        prompts=per_method(EVAL_METHODS, "results/eval/{method}/prompts.parquet"),
+        judgements=per_method(EVAL_METHODS, rules.eval_judge.output.records),
+        videos=per_method(EVAL_METHODS, rules.eval_videos.output.records),
+        rewards=per_method(EVAL_METHODS, rules.eval_rewards.output.records),
+    output:
+        csv="results/eval/table.csv",
+        markdown="results/eval/table.md",
+        page=report("results/eval/table.html", caption="../report/eval_table.rst", category="Evaluation"),
+        rewards_plot=report(
+            "results/eval/rewards.svg", caption="../report/eval_rewards.rst", category="Evaluation"
+        ),
+        safety_plot=report(
+            "results/eval/safety.svg", caption="../report/eval_safety.rst", category="Evaluation"
+        ),
+        report="results/eval/table.report.json",
+    params:
+        methods=as_json([{"name": m, "source": spec["source"]} for m, spec in EVAL_METHODS.items()]),
+        convention=CFG["pairs"]["score_convention"],
+        tie_margin=EVAL["tie_margin"],
+        samples=EVAL["bootstrap_samples"],
+        seed=CFG["seed"],
+        videos_per_prompt=EVAL["videos_per_prompt"],
+    log:
+        "results/logs/eval/table.log",
+    benchmark:
+        "results/benchmarks/eval/table.tsv"
+    threads: 1
+    conda:
+        "../../envs/core.yaml"
+    shell:
+        "python -m vpo.evaluation.table --methods {params.methods:q} --queries {input.queries}"
+        " --prompts {input.prompts} --judgements {input.judgements} --videos {input.videos}"
+        " --rewards {input.rewards} --convention {params.convention} --tie-margin {params.tie_margin}"
+        " --bootstrap-samples {params.samples} --seed {params.seed}"
+        " --videos-per-prompt {params.videos_per_prompt} --csv {output.csv} --markdown {output.markdown}"
+        " --html {output.page} --plot-rewards {output.rewards_plot} --plot-safety {output.safety_plot}"
+        " --report {output.report} > {log} 2>&1"

@@ -1,0 +1,208 @@
+"""Stage `eval_queries`: the held-out query set, curated like the training sets and kept apart from them.
+
+The held-out files (general queries, and optionally queries that ask for harmful content) go through
+the same curation rules as the training sets, except the `max_queries` cap. A held-out query that is
+also a training query, exactly after normalization or as a near duplicate under the curation's Jaccard
+rule, is an error (`eval.on_overlap: error`, the default) or is dropped and listed (`drop`). The exact
+check also runs when the config is read (`exact_overlaps`), so the common mistake stops the run
+before any job starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from vpo.curate import CurationRules, content_part, curate, near_matches
+from vpo.ids import normalize_query, query_id
+from vpo.io import read_many, write_records
+from vpo.queries import read_raw_queries
+from vpo.report import JobReport
+
+log = logging.getLogger(__name__)
+
+SUBSETS = ("general", "unsafe")
+
+
+@dataclass(frozen=True)
+class Overlap:
+    query: str
+    subset: str
+    source_file: str
+    source_line: int
+    reason: str  # in_training_set | near_training_query
+    match_file: str
+    match_line: int
+    match_query: str
+
+    def describe(self) -> str:
+        kind = "is also" if self.reason == "in_training_set" else "is a near duplicate of"
+        return (
+            f"{self.source_file}:{self.source_line}: held-out query {self.query!r} {kind} training query "
+            f"{self.match_query!r} ({self.match_file}:{self.match_line})"
+        )
+
+
+def exact_overlaps(held_out: dict[str, str | None], training: dict[str, str]) -> list[Overlap]:
+    """Held-out entries whose normalized text is a training entry (raw files, before curation)."""
+    seen: dict[str, tuple[str, int, str]] = {}
+    for path in training.values():
+        for line, text in read_raw_queries(path):
+            text = normalize_query(text)
+            if text:
+                seen.setdefault(query_id(text), (path, line, text))
+    overlaps = []
+    for subset, path in held_out.items():
+        if path is None:
+            continue
+        for line, text in read_raw_queries(path):
+            text = normalize_query(text)
+            match = seen.get(query_id(text)) if text else None
+            if match:
+                overlaps.append(Overlap(text, subset, path, line, "in_training_set", *match))
+    return overlaps
+
+
+def overlap_problems(config: dict[str, Any]) -> list[str]:
+    """Config-time check (exact overlaps only; near duplicates are checked by the job)."""
+    section = config["eval"]
+    if section["on_overlap"] != "error":
+        return []
+    held_out = {"general": section["queries"], "unsafe": section["unsafe_queries"]}
+    overlaps = exact_overlaps(held_out, config["queries"])
+    if not overlaps:
+        return []
+    shown = "\n  ".join(o.describe() for o in overlaps[:10])
+    more = f"\n  ... and {len(overlaps) - 10} more" if len(overlaps) > 10 else ""
+    return [
+        f"key 'eval.queries': {len(overlaps)} held-out queries are training queries too:\n  {shown}{more}\n"
+        "Fix: remove them from the held-out file (or from the training file), or set eval.on_overlap: drop "
+        "to evaluate without them."
+    ]
+
+
+def held_out_set(
+    files: dict[str, str | None],
+    training: list[dict[str, Any]],
+    rules: CurationRules,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Overlap]]:
+    """(kept eval queries, dropped ones with reasons, overlaps with the curated training queries)."""
+    kept: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for subset, path in files.items():
+        if path is None:
+            continue
+        rows, gone = curate(read_raw_queries(path), rules, "eval", path)
+        for r in gone:
+            dropped.append(_dropped(r["query"], subset, path, r["source_line"], r["reason"]))
+        for r in rows:
+            if r["query_id"] in seen:  # the same query in both files: the first file keeps it
+                dropped.append(_dropped(r["query"], subset, path, r["source_line"], "exact_duplicate"))
+                continue
+            seen.add(r["query_id"])
+            kept.append(
+                {**{k: r[k] for k in ("query_id", "query", "source_file", "source_line")}, "subset": subset}
+            )
+    by_id = {t["query_id"]: t for t in training}
+    overlaps = [_overlap(q, "in_training_set", by_id[q["query_id"]]) for q in kept if q["query_id"] in by_id]
+    exact = {(o.source_file, o.source_line) for o in overlaps}
+    rest = [q for q in kept if (q["source_file"], q["source_line"]) not in exact]
+    if rules.near_duplicate_jaccard < 1.0 and rest and training:
+        near = near_matches(
+            [content_part(q["query"]) for q in rest],
+            [content_part(t["query"]) for t in training],
+            rules.near_duplicate_jaccard,
+            rules.shingle_words,
+        )
+        for i, j in sorted(near.items()):
+            overlaps.append(_overlap(rest[i], "near_training_query", training[j]))
+    return kept, dropped, overlaps
+
+
+def _overlap(held_out: dict[str, Any], reason: str, training: dict[str, Any]) -> Overlap:
+    return Overlap(
+        held_out["query"],
+        held_out["subset"],
+        held_out["source_file"],
+        held_out["source_line"],
+        reason,
+        training["source_file"],
+        training["source_line"],
+        training["query"],
+    )
+
+
+def _dropped(query: str, subset: str, path: str, line: int, reason: str, match: Overlap | None = None):
+    return {
+        "query": query,
+        "subset": subset,
+        "source_file": path,
+        "source_line": line,
+        "reason": reason,
+        "match_file": match.match_file if match else None,
+        "match_line": match.match_line if match else None,
+    }
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m vpo.evaluation.heldout", description=__doc__)
+    p.add_argument("--queries", required=True, help="held-out queries (.txt, .json, .jsonl)")
+    p.add_argument("--unsafe-queries", default=None, help="held-out queries that ask for harmful content")
+    p.add_argument("--training", nargs="+", required=True, help="curated training query sets (Parquet)")
+    p.add_argument("--on-overlap", choices=["error", "drop"], default="error")
+    p.add_argument("--min-words", type=int, required=True)
+    p.add_argument("--max-words", type=int, required=True)
+    p.add_argument("--max-special-char-ratio", type=float, required=True)
+    p.add_argument("--near-duplicate-jaccard", type=float, required=True)
+    p.add_argument("--shingle-words", type=int, required=True)
+    p.add_argument("--out", required=True, help="held-out queries (Parquet)")
+    p.add_argument("--dropped", required=True, help="dropped held-out queries with reasons (Parquet)")
+    p.add_argument("--report", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = make_parser().parse_args(argv)
+    rules = CurationRules(
+        args.min_words, args.max_words, args.max_special_char_ratio, args.near_duplicate_jaccard,
+        args.shingle_words,
+    )  # fmt: skip
+    report = JobReport("eval_queries", {k: v for k, v in vars(args).items() if k != "report"})
+    files = {"general": args.queries, "unsafe": args.unsafe_queries}
+    report.add_inputs([p for p in (*files.values(), *args.training) if p])
+    training = read_many(args.training)
+    kept, dropped, overlaps = held_out_set(files, training, rules)
+    if overlaps and args.on_overlap == "error":
+        shown = "\n  ".join(o.describe() for o in overlaps[:20])
+        raise SystemExit(
+            f"{len(overlaps)} held-out queries overlap the training queries:\n  {shown}\n"
+            "Fix: remove them from the held-out file, or set eval.on_overlap: drop."
+        )
+    gone = {(o.source_file, o.source_line): o for o in overlaps}
+    dropped += [_dropped(o.query, o.subset, o.source_file, o.source_line, o.reason, o) for o in gone.values()]
+    kept = [q for q in kept if (q["source_file"], q["source_line"]) not in gone]
+    write_records(args.out, kept, "eval_query")
+    write_records(
+        args.dropped, sorted(dropped, key=lambda r: (r["source_file"], r["source_line"])), "eval_dropped"
+    )
+    report.counts = {
+        "kept": len(kept),
+        "kept_by_subset": dict(Counter(q["subset"] for q in kept)),
+        "dropped": len(dropped),
+        "dropped_by_reason": dict(Counter(r["reason"] for r in dropped)),
+        "training_queries_checked": len(training),
+        "overlapping_training": len(overlaps),
+    }
+    report.write(args.report)
+    log.info("held-out set: %s", report.counts)
+    if not kept:
+        raise SystemExit(f"no held-out query is left: see {args.dropped} for the reasons")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Stage `eval_judge`: the judge critiques one method's prompts for the held-out queries.
+
+Its answer must end with a safety line (`Safety (Safe or Unsafe): ...`) and the verdict line
+(`Final Judgement (Yes or No): ...`); with `structured_output`, the critique schema's `safety_category`
+and `verdict` take their place. An answer missing either is asked again with a new seed, then kept as
+`unparsed` and counted, never read as safe or aligned. Prompts a method did not give are `skipped`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter
+from typing import Any
+
+from vpo.io import read_records, write_records
+from vpo.judging import ask_until_parsed
+from vpo.llm import Response, open_llm
+from vpo.parsing import answer_schema, parse_safety, parse_structured_safety, parse_verdict
+from vpo.prompts import conversation, load_template
+from vpo.report import JobReport
+from vpo.stage import add_llm_arguments, public_params, setup
+
+log = logging.getLogger(__name__)
+
+
+def parse_text(response: Response) -> tuple[str, str] | None:
+    """(verdict, safe|unsafe) when both lines are there, else None."""
+    verdict, safety = parse_verdict(response.text), parse_safety(response.text)
+    return (verdict, safety) if verdict and safety else None
+
+
+def parse_structured(response: Response) -> tuple[str, str] | None:
+    parsed = parse_structured_safety(response.text)
+    if parsed is None:
+        return None
+    verdict, category = parsed
+    return verdict, "safe" if category in ("none", "safe") else category
+
+
+def judge(
+    prompts: list[dict[str, Any]],
+    llm,
+    template: str,
+    generation: dict[str, Any],
+    root_seed: int,
+    max_retries: int,
+    structured: bool = False,
+) -> list[dict[str, Any]]:
+    todo = [p for p in prompts if p["status"] == "ok"]
+    outcomes = ask_until_parsed(
+        llm,
+        [conversation(template, query=p["query"], prompt=p["prompt"]) for p in todo],
+        [p["item_id"] for p in todo],
+        generation,
+        root_seed,
+        "eval_judge",
+        parse_structured if structured else parse_text,
+        max_retries,
+        answer_schema("critique") if structured else None,
+    )
+    by_id = {p["item_id"]: o for p, o in zip(todo, outcomes, strict=True)}
+    records = []
+    for p in prompts:
+        base = {k: p[k] for k in ("method", "item_id", "query_id", "subset", "prompt")}
+        outcome = by_id.get(p["item_id"])
+        if outcome is None:
+            records.append(
+                {
+                    **base,
+                    "verdict": None,
+                    "unsafe": None,
+                    "safety_category": None,
+                    "status": "skipped",
+                    "attempts": 0,
+                    "critique": None,
+                    "finish_reason": None,
+                    "seed": 0,
+                    "model_fingerprint": llm.fingerprint,
+                    "error": f"prompt status {p['status']}",
+                }
+            )
+            continue
+        verdict, category = outcome.parsed if outcome.parsed else (None, None)
+        records.append(
+            {
+                **base,
+                "verdict": verdict,
+                "unsafe": None if category is None else category != "safe",
+                "safety_category": category,
+                "status": outcome.status,
+                "attempts": outcome.attempts,
+                "critique": outcome.response.text,
+                "finish_reason": outcome.response.finish_reason,
+                "seed": outcome.seed,
+                "model_fingerprint": llm.fingerprint,
+                "error": outcome.response.error,
+            }
+        )
+    return records
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m vpo.evaluation.judge", description=__doc__)
+    p.add_argument("--prompts", required=True, help="eval_prompt records of one method (Parquet)")
+    p.add_argument("--max-parse-retries", type=int, required=True)
+    p.add_argument("--out", required=True, help="eval_judgement records (Parquet)")
+    add_llm_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = make_parser().parse_args(argv)
+    setup(args.threads)
+    report = JobReport("eval_judge", public_params(args))
+    report.add_inputs([args.prompts, args.template])
+    report.add_models([args.llm.get("model_path")])
+    prompts = read_records(args.prompts)
+    method = prompts[0]["method"] if prompts else "none"
+    with open_llm(args.llm, args.cache_dir, args.server_log, stage=f"eval_judge_{method}") as llm:
+        records = judge(
+            prompts,
+            llm,
+            load_template(args.template),
+            args.generation,
+            args.seed,
+            args.max_parse_retries,
+            structured=args.llm.get("structured_output", False),
+        )
+        report.extra["llm"] = llm.report()
+    write_records(args.out, records, "eval_judgement")
+    report.counts = {
+        "items": len(records),
+        "by_status": dict(Counter(r["status"] for r in records)),
+        "by_verdict": dict(Counter(str(r["verdict"]) for r in records if r["status"] == "ok")),
+        "unsafe": sum(bool(r["unsafe"]) for r in records),
+    }
+    report.write(args.report)
+    log.info("eval judge: %s", report.counts)
+
+
+if __name__ == "__main__":
+    main()
