@@ -1,9 +1,11 @@
 """The whole default DAG on CPU, in a temporary copy of the project: every output validates, videos
-decode to the configured size, the DPO checkpoint generates, a second run has nothing to do, a
+decode to the configured size, the DPO checkpoint generates, the evaluation table compares every method
+on held-out queries that share nothing with the training sets, a second run has nothing to do, a
 parameter change re-runs only its downstream jobs, and a deleted video is the only one rendered again."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.workflow_run import copy_project, jobs_by_rule
+from vpo.curate import content_part, near_matches
 from vpo.io import read_records
 from vpo.schemas import validate_records
 
@@ -41,8 +44,17 @@ EXPECTED_JOBS = {
     "build_pairs": 1,
     "train_dpo": 1,
     "run_report": 1,
+    "eval_queries": 1,
+    "eval_original_prompts": 1,
+    "eval_prompts": 3,
+    "eval_judge": 4,
+    "eval_videos": 4,
+    "eval_rewards": 4,
+    "eval_table": 1,
     "all": 1,
 }
+# A change on the DPO side re-runs the DPO column of the evaluation, and nothing else of it.
+DPO_EVAL = {"eval_prompts": 1, "eval_judge": 1, "eval_videos": 1, "eval_rewards": 1, "eval_table": 1}
 RECORD_TYPES = {  # output glob -> record schema
     "queries/sft.parquet": "query",
     "queries/dpo.parquet": "query",
@@ -57,6 +69,12 @@ RECORD_TYPES = {  # output glob -> record schema
     "dpo/videos/*/*.parquet": "video",
     "dpo/rewards/*/*.parquet": "reward",
     "dpo/video_pairs.parquet": "pair",
+    "eval/queries.parquet": "eval_query",
+    "eval/dropped.parquet": "eval_dropped",
+    "eval/*/prompts.parquet": "eval_prompt",
+    "eval/*/judgements.parquet": "eval_judgement",
+    "eval/*/videos.parquet": "video",
+    "eval/*/rewards.parquet": "reward",
 }
 
 
@@ -169,10 +187,80 @@ def test_deleted_video_is_the_only_one_rendered_again(project):
     assert "Nothing to be done" in snakemake(project, "--dry-run").stdout
 
 
-def test_report_shows_the_videos(project):
+def test_report_shows_the_videos_and_the_evaluation(project):
     run = snakemake(project, "--report", "report.html")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert (project / "report.html").stat().st_size > 10_000
+    page = (project / "report.html").read_text()
+    assert len(page) > 10_000 and "Evaluation" in page and "table.html" in page
+
+
+def test_evaluation_table_compares_every_method_with_the_original(project):
+    results = project / "results/eval"
+    rows = {r["method"]: r for r in csv.DictReader((results / "table.csv").open())}
+    assert list(rows) == ["original", "fewshot", "sft", "dpo"]
+    queries = read_records(results / "queries.parquet")
+    assert {q["subset"] for q in queries} == {"general", "unsafe"}
+    for name, row in rows.items():
+        assert int(row["queries"]) == len(queries) and int(row["unsafe_queries"]) == 2
+        low, value, high = (float(row[f"reward_vpo_sum{s}"]) for s in ("_low", "", "_high"))
+        assert low <= value <= high
+        for key in ("aligned", "unsafe", "refusal", "subset_unsafe", "subset_refusal", "truncated"):
+            assert 0.0 <= float(row[key]) <= 1.0, (name, key)
+        if name == "original":
+            assert row["win"] == "" and row["rewriter"] == "original"
+            continue
+        assert int(row["paired_queries"]) >= 1
+        assert sum(float(row[k]) for k in ("win", "tie", "loss")) == pytest.approx(1.0)
+        assert row["rewriter"].startswith("hf|")  # the model that wrote the prompts, by fingerprint
+    # Every held-out query has a prompt record under every method, and a judge answer or a reason.
+    for name in rows:
+        prompts = read_records(results / name / "prompts.parquet")
+        judged = read_records(results / name / "judgements.parquet")
+        assert {p["query_id"] for p in prompts} == {q["query_id"] for q in queries}
+        assert {j["item_id"] for j in judged} == {p["item_id"] for p in prompts}
+    # A query's videos have the same seeds under every method: the comparison is paired.
+    seeds = {
+        name: {v["query_id"]: v["seed"] for v in read_records(results / name / "videos.parquet")}
+        for name in rows
+    }
+    for name in rows:
+        assert seeds[name] and all(seeds["original"][q] == seed for q, seed in seeds[name].items())
+    table = (results / "table.md").read_text()
+    assert "| Method |" in table and "dpo: results/models/dpo" in table and "Root seed 0" in table
+    assert (results / "table.html").exists() and (results / "rewards.svg").exists()
+
+
+def test_held_out_and_training_queries_do_not_overlap(project):
+    """The held-out set shares no query with either training set, exactly or as a near duplicate."""
+    results = project / "results"
+    held_out = read_records(results / "eval/queries.parquet")
+    training = read_records(results / "queries/sft.parquet") + read_records(results / "queries/dpo.parquet")
+    assert held_out and training
+    assert not {q["query_id"] for q in held_out} & {t["query_id"] for t in training}
+    near = near_matches(
+        [content_part(q["query"]) for q in held_out], [content_part(t["query"]) for t in training], 0.5, 2
+    )
+    assert near == {}, near  # even at a looser threshold than the curation's 0.7
+    report = json.loads((results / "eval/queries.report.json").read_text())["counts"]
+    assert report["overlapping_training"] == 0 and report["training_queries_checked"] == len(training)
+
+
+def test_a_held_out_query_from_the_training_set_stops_the_run_before_any_job(tmp_path):
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text(
+        "a glacier calving into a grey sea\na chef flipping pancakes in a busy kitchen -camera zoom in\n"
+    )
+    run = snakemake(REPO, "--dry-run", "--directory", str(REPO), "--config", f"eval={{queries: {held_out}}}")
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert f"{held_out}:2" in output and "demo_sft.txt:5" in output and "Fix:" in output
+    assert "Job stats:" not in output
+
+
+def test_changing_the_tie_margin_reruns_only_the_table(project):
+    run = snakemake(project, "--dry-run", "--config", "eval={tie_margin: 0.5}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert jobs_by_rule(run.stdout) == {"eval_table": 1, "run_report": 1, "all": 1}
 
 
 def test_dpo_checkpoint_rewrites_a_query(project):
@@ -184,6 +272,13 @@ def test_dpo_checkpoint_rewrites_a_query(project):
     (answer,) = [json.loads(line) for line in (project / "rewrite.jsonl").read_text().splitlines()]
     assert answer["query"] == "a cute dog on the grass"
     assert answer["status"] == "ok" and answer["prompt"].strip()
+    (project / "batch.txt").write_text("a cute dog on the grass\na lighthouse on a cliff at night\n")
+    command[4:5] = ["--file", "batch.txt"]
+    out = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    batch = [json.loads(line) for line in (project / "rewrite.jsonl").read_text().splitlines()]
+    assert [r["query"] for r in batch] == ["a cute dog on the grass", "a lighthouse on a cliff at night"]
+    assert batch[0]["prompt"] == answer["prompt"]  # same seed and query: the cached answer
 
 
 def test_second_run_has_nothing_to_do(project):
@@ -195,7 +290,13 @@ def test_second_run_has_nothing_to_do(project):
 def test_changing_the_pair_shuffle_reruns_only_pairs_and_dpo(project):
     run = snakemake(project, "--dry-run", "--config", "pairs={shuffle_seed: 7}")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert jobs_by_rule(run.stdout) == {"build_pairs": 1, "train_dpo": 1, "run_report": 1, "all": 1}
+    assert jobs_by_rule(run.stdout) == {
+        "build_pairs": 1,
+        "train_dpo": 1,
+        "run_report": 1,
+        "all": 1,
+        **DPO_EVAL,
+    }
 
 
 def test_changing_the_pair_margin_reruns_only_pairs_onward(project):
@@ -208,6 +309,7 @@ def test_changing_the_pair_margin_reruns_only_pairs_onward(project):
         "train_dpo": 1,
         "run_report": 1,
         "all": 1,
+        **DPO_EVAL,
     }
     assert jobs_by_rule(run.stdout) == expected
 
@@ -248,6 +350,10 @@ def test_changing_t2v_steps_reruns_videos_onward_never_the_judge(project):
         "train_dpo": 1,
         "run_report": 1,
         "all": 1,
+        **DPO_EVAL,
+        # every method's videos are rendered again with the new steps, and scored; no prompt changes
+        "eval_videos": 4,
+        "eval_rewards": 4,
     }
     assert jobs_by_rule(run.stdout) == expected
 
@@ -259,6 +365,7 @@ def test_changing_the_dpo_judge_reruns_its_critiques_onward_never_videos(project
     )
     assert run.returncode == 0, run.stderr[-3000:]
     expected = {"critique": 1, "refine": 1, "build_pairs": 1, "train_dpo": 1, "run_report": 1, "all": 1}
+    expected |= DPO_EVAL  # the evaluation's judge is `critique.llm`: its other columns stay
     assert jobs_by_rule(run.stdout) == expected
     assert "output: results/dpo/critiques/shard-0.parquet" in run.stdout
     assert "output: results/sft/critiques" not in run.stdout
@@ -370,6 +477,7 @@ def test_a_real_partial_rerun_redoes_only_pairs_and_dpo(project):
         "train_dpo": 1,
         "run_report": 1,
         "all": 1,
+        **DPO_EVAL,
     }
     assert before and {p: p.stat().st_mtime_ns for p in untouched} == before
     assert (
@@ -384,7 +492,8 @@ def test_one_changed_query_line_costs_only_that_query(project):
     lines = queries.read_text().splitlines()
     lines[3] += " near a red sailboat"
     queries.write_text("\n".join(lines) + "\n")
-    run = snakemake(project, "--config", "pairs={shuffle_seed: 7}")
+    # Up to the DPO checkpoint: the evaluation after it is tested elsewhere, and would only add time here.
+    run = snakemake(project, "--config", "pairs={shuffle_seed: 7}", "--", "results/models/dpo")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     rerun = set(jobs_by_rule(run.stdout + run.stderr))
     assert {"curate", "shard_dpo", "sample", "critique", "refine", "generate_videos", "train_dpo"} <= rerun
