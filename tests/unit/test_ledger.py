@@ -156,6 +156,16 @@ def test_estimate_counts_requests_and_prices_remote_models(default_config):
     assert critique.cost(True) > critique.cost(False) > 0
     table = format_table(list(lines.values()), 0.01, 0.0)
     assert "gpt-x" in table and "the worst case exceeds budget_usd" in table
+    # The evaluation: the few-shot rewriter and the judge go to the judge's endpoint, the judge once
+    # per method (original, fewshot, sft, dpo) and held-out query.
+    n_eval = sum(len(read_raw_queries(config["eval"][k])) for k in ("queries", "unsafe_queries"))
+    assert (
+        lines[("eval_fewshot", "eval")].requests == n_eval
+        and lines[("eval_fewshot", "eval")].model == "gpt-x"
+    )
+    assert (
+        lines[("eval_judge", "eval")].requests == 4 * n_eval and lines[("eval_judge", "eval")].cost(True) > 0
+    )
 
 
 def test_spending_is_summed_per_stage_model_and_mode():

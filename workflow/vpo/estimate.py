@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,7 @@ def estimate(config: dict[str, Any]) -> list[Line]:
     n_dpo, query_dpo = _queries(config, "dpo")
     k = config["sample"]["k"]
 
-    def llm_of(stage: str, phase: str) -> tuple[str, str, Price | None]:
-        name = config[stage]["llm"]
-        if phase == "dpo" and config[stage].get("dpo_llm"):
-            name = config[stage]["dpo_llm"]
+    def llm_of(name: str) -> tuple[str, str, Price | None]:
         entry = config["llms"][name]
         remote = entry["backend"] == "openai" and entry["base_url"]
         price = config["prices"].get(entry["model"]) if remote else None
@@ -79,23 +77,17 @@ def estimate(config: dict[str, Any]) -> list[Line]:
         label = entry["model"] if remote else f"{entry['model']} (local)"
         return label, entry["mode"] if remote else "local", price
 
-    def add(stage: str, phase: str, n: int, messages: list[dict[str, str]]) -> None:
-        model, mode, price = llm_of(stage, phase)
-        retries = config[stage].get("max_parse_retries", 0)
-        generation = config[stage]["generation"]
-        lines.append(
-            Line(
-                stage,
-                phase,
-                model,
-                mode,
-                n,
-                n * (1 + retries),
-                _tokens(messages),
-                generation["max_new_tokens"],
-                price,
-            )
-        )
+    def add(
+        stage: str, phase: str, n: int, messages: list[dict[str, str]], section: dict | None = None
+    ) -> None:
+        section = section or config[stage]
+        name = section["llm"]
+        if phase == "dpo" and section.get("dpo_llm"):
+            name = section["dpo_llm"]
+        model, mode, price = llm_of(name)
+        retries = section.get("max_parse_retries", 0)
+        max_new = section["generation"]["max_new_tokens"]
+        lines.append(Line(stage, phase, model, mode, n, n * (1 + retries), _tokens(messages), max_new, price))
 
     templates = {s: load_template(config[s]["template"]) for s in ("draft", "critique", "refine")}
     for phase, n, query, prompt_tokens in (
@@ -109,7 +101,31 @@ def estimate(config: dict[str, Any]) -> list[Line]:
         add("critique", phase, n, conversation(templates["critique"], query=query, prompt=prompt))
         refine = refine_conversation(templates["critique"], templates["refine"], query, prompt, critique)
         add("refine", phase, n, refine)
+    if config.get("eval", {}).get("enabled"):
+        _add_eval_lines(config, add)
     return lines
+
+
+def _add_eval_lines(config: dict[str, Any], add: Callable[..., None]) -> None:
+    """The evaluation's LLM calls: the few-shot rewriter, endpoint methods, and the judge on every method."""
+    section = config["eval"]
+    files = [section["queries"], section["unsafe_queries"]]
+    rows = [text for path in files if path for _, text in read_raw_queries(path)]
+    n = len(rows)
+    query = "q" * (sum(len(q) for q in rows) // max(1, n))
+    judge = {**section["judge"], "llm": section["judge"]["llm"] or config["critique"]["llm"]}
+    policy = load_template(section["template"])
+    if "fewshot" in section["methods"]:
+        fewshot = {**section["fewshot"], "llm": section["fewshot"]["llm"] or config["critique"]["llm"]}
+        add("eval_fewshot", "eval", n, conversation(load_template(fewshot["template"]), query=query), fewshot)
+    for name, extra in section["extra_methods"].items():
+        if "llm" in extra:
+            method = {"llm": extra["llm"], "generation": section["generation"]}
+            add(f"eval_{name}", "eval", n, conversation(policy, query=query), method)
+    methods = len({"original", *section["methods"]}) + len(section["extra_methods"])
+    prompt = "p" * (section["generation"]["max_new_tokens"] * CHARS_PER_TOKEN)
+    judged = conversation(load_template(judge["template"]), query=query, prompt=prompt)
+    add("eval_judge", "eval", n * methods, judged, judge)
 
 
 def format_table(lines: list[Line], budget: float | None, spent: float) -> str:
