@@ -463,6 +463,10 @@ def test_the_run_exports_as_an_ro_crate(project, tmp_path):
     assert pairs is not None and pairs["sha256"] == hashlib.sha256(data).hexdigest()
     actions = [e for e in crate.get_entities() if e.type == "CreateAction"]
     assert {a["name"] for a in actions} >= {"curate", "critique", "train_sft", "train_dpo", "score_videos"}
+    assert {a["name"] for a in actions} >= {"eval_queries", "eval_prompts", "eval_judge", "eval_table"}
+    assert (
+        crate.get("results/eval/table.csv") is not None and crate.get("results/eval/rewards.svg") is not None
+    )
     assert not (out / "results/models/dpo").exists()  # checkpoints are described, not copied
 
 

@@ -42,6 +42,9 @@ MAIN_OUTPUT_GLOBS = (
     "results/dpo/pairs.parquet",
     "results/dpo/video_pairs.parquet",
     "results/report/*",
+    "results/eval/table.*",
+    "results/eval/*.svg",
+    "results/eval/queries.parquet",
 )
 MAIN_OUTPUT_TREES = ("results/sft/dataset", "results/dpo/dataset")
 # Checkpoints can be tens of GB: described file by file with checksums, never copied.
