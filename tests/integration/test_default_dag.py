@@ -73,8 +73,8 @@ RECORD_TYPES = {  # output glob -> record schema
     "eval/dropped.parquet": "eval_dropped",
     "eval/*/prompts.parquet": "eval_prompt",
     "eval/*/judgements.parquet": "eval_judgement",
-    "eval/*/videos.parquet": "video",
-    "eval/*/rewards.parquet": "reward",
+    "eval/*/videos/*.parquet": "video",
+    "eval/*/rewards/*.parquet": "reward",
 }
 
 
@@ -220,7 +220,11 @@ def test_evaluation_table_compares_every_method_with_the_original(project):
         assert {j["item_id"] for j in judged} == {p["item_id"] for p in prompts}
     # A query's videos have the same seeds under every method: the comparison is paired.
     seeds = {
-        name: {v["query_id"]: v["seed"] for v in read_records(results / name / "videos.parquet")}
+        name: {
+            v["query_id"]: v["seed"]
+            for part in (results / name).glob("videos/*.parquet")
+            for v in read_records(part)
+        }
         for name in rows
     }
     for name in rows:

@@ -144,6 +144,13 @@ def test_default_held_out_files_do_not_overlap_the_training_files(monkeypatch):
     assert heldout.exact_overlaps(files, default_config()["queries"]) == []
 
 
+def test_null_from_the_command_line_means_no_unsafe_subset(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = default_config()
+    config["eval"]["unsafe_queries"] = "null"  # how `--config eval='{unsafe_queries: null}'` arrives
+    assert validate_config(config)["eval"]["unsafe_queries"] is None
+
+
 @pytest.mark.parametrize(
     ("change", "key"),
     [

@@ -163,3 +163,15 @@ def eval_rewriter(methods, wildcards):
 
 def per_method(methods, pattern):
     return [pattern.format(method=m) for m in methods]
+
+
+def n_eval_parts():
+    """Parts per method's videos, so that one render or score job handles about `t2v.items_per_job`."""
+    section = CFG["eval"]
+    files = [f for f in (section["queries"], section["unsafe_queries"]) if f]
+    n_videos = sum(count_raw_queries(f) for f in files) * section["videos_per_prompt"]
+    return max(1, math.ceil(n_videos / CFG["t2v"]["items_per_job"]))
+
+
+def per_method_part(methods, pattern):
+    return [pattern.format(method=m, p=p) for m in methods for p in range(n_eval_parts())]

@@ -138,8 +138,8 @@ rule eval_videos:
         prompts="results/eval/{method}/prompts.parquet",
         model=built_model(CFG["t2v"]["model"]),
     output:
-        records="results/eval/{method}/videos.parquet",
-        report="results/eval/{method}/videos.report.json",
+        records="results/eval/{method}/videos/part-{p}.parquet",
+        report="results/eval/{method}/videos/part-{p}.report.json",
     params:
         model=model_location(CFG["t2v"]["model"]),
         revision=CFG["models"][CFG["t2v"]["model"]]["revision"] or "",
@@ -156,10 +156,11 @@ rule eval_videos:
             )
         ),
         seed=CFG["seed"],
+        parts=n_eval_parts(),
     log:
-        "results/logs/eval/{method}/videos.log",
+        "results/logs/eval/{method}/videos/part-{p}.log",
     benchmark:
-        "results/benchmarks/eval/{method}/videos.tsv"
+        "results/benchmarks/eval/{method}/videos/part-{p}.tsv"
     threads: res("t2v", "threads", 2)
     resources:
         mem_mb=res("t2v", "mem_mb", 4000),
@@ -168,7 +169,8 @@ rule eval_videos:
     conda:
         "../../envs/t2v.yaml"
     shell:
-        "python -m vpo.videos --candidates {input.prompts} --seed-by query_id --model {params.model}"
+        "python -m vpo.videos --candidates {input.prompts} --part {wildcards.p} --parts {params.parts}"
+        " --seed-by query_id --model {params.model}"
         " --revision={params.revision:q} --t2v {params.t2v:q} --seed {params.seed} --threads {threads}"
         " --out {output.records} --report {output.report} > {log} 2>&1"
 
@@ -180,14 +182,14 @@ rule eval_rewards:
         checklist=CFG["reward"]["checklist"],
         model=built_model(CFG["reward"]["model"]),
     output:
-        records="results/eval/{method}/rewards.parquet",
-        report="results/eval/{method}/rewards.report.json",
+        records="results/eval/{method}/rewards/part-{p}.parquet",
+        report="results/eval/{method}/rewards/part-{p}.report.json",
     params:
         scorer=as_json(on_device(reward_spec(CFG))),
     log:
-        "results/logs/eval/{method}/rewards.log",
+        "results/logs/eval/{method}/rewards/part-{p}.log",
     benchmark:
-        "results/benchmarks/eval/{method}/rewards.tsv"
+        "results/benchmarks/eval/{method}/rewards/part-{p}.tsv"
     threads: res("reward", "threads", 2)
     resources:
         mem_mb=res("reward", "mem_mb", 4000),
@@ -211,8 +213,8 @@ rule eval_table:
         queries=rules.eval_queries.output.queries,
         prompts=per_method(EVAL_METHODS, "results/eval/{method}/prompts.parquet"),
         judgements=per_method(EVAL_METHODS, rules.eval_judge.output.records),
-        videos=per_method(EVAL_METHODS, rules.eval_videos.output.records),
-        rewards=per_method(EVAL_METHODS, rules.eval_rewards.output.records),
+        videos=per_method_part(EVAL_METHODS, rules.eval_videos.output.records),
+        rewards=per_method_part(EVAL_METHODS, rules.eval_rewards.output.records),
     output:
         csv="results/eval/table.csv",
         markdown="results/eval/table.md",

@@ -102,6 +102,9 @@ def _fill_defaults(node: Any, schema: dict[str, Any], root: dict[str, Any]) -> N
         child = _resolve(root, child)
         if name not in node and "default" in child:
             node[name] = copy.deepcopy(child["default"])
+        # `--config key='{a: null}'` arrives as the string "null": where null is allowed, it means null.
+        if node.get(name) == "null" and "null" in (child.get("type") or []):
+            node[name] = None
         if name in node:
             _fill_defaults(node[name], child, root)
     extra = schema.get("additionalProperties")

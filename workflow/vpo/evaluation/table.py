@@ -254,14 +254,43 @@ def plot_safety(rows: list[dict[str, Any]], path: str) -> None:
     plt.close(fig)
 
 
+def group_by_method(
+    names: list[str], files: dict[str, list[str]]
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Each method's records. Prompts and judgements come one file per method; videos and rewards in
+    parts, joined to their method through the prompt's item id (a video's `candidate_id`)."""
+    data: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in names}
+    method_of: dict[str, str] = {}
+    for kind in ("prompts", "judgements"):
+        if len(files[kind]) != len(names):
+            raise SystemExit(f"eval_table: {len(files[kind])} --{kind} files for {len(names)} methods")
+        for name, path in zip(names, files[kind], strict=True):
+            records = read_records(path)
+            if any(r["method"] != name for r in records):
+                raise SystemExit(f"eval_table: {path} holds records of another method than {name}")
+            data[name][kind] = records
+            method_of.update({r["item_id"]: name for r in records})
+    for kind in ("videos", "rewards"):
+        for name in names:
+            data[name][kind] = []
+        for path in files[kind]:
+            for record in read_records(path):
+                if record["candidate_id"] not in method_of:
+                    raise SystemExit(f"eval_table: {path} holds a video of no evaluated prompt")
+                data[method_of[record["candidate_id"]]][kind].append(record)
+    return data
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vpo.evaluation.table", description=__doc__)
     p.add_argument("--methods", type=json.loads, required=True, help="[{name, source}] in table order (JSON)")
     p.add_argument("--queries", required=True, help="held-out queries (Parquet)")
-    for name in ("prompts", "judgements", "videos", "rewards"):
-        p.add_argument(
-            f"--{name}", nargs="+", required=True, help=f"{name} records, one file per method, in order"
-        )
+    p.add_argument("--prompts", nargs="+", required=True, help="eval_prompt records, one file per method")
+    p.add_argument(
+        "--judgements", nargs="+", required=True, help="eval_judgement records, one file per method"
+    )
+    p.add_argument("--videos", nargs="+", required=True, help="video records of every method and part")
+    p.add_argument("--rewards", nargs="+", required=True, help="reward records of every method and part")
     p.add_argument("--convention", default="vpo_sum", choices=CONVENTIONS)
     p.add_argument("--tie-margin", type=float, default=0.0)
     p.add_argument("--bootstrap-samples", type=int, default=1000)
@@ -284,14 +313,9 @@ def main(argv: list[str] | None = None) -> None:
     if "original" not in names:
         raise SystemExit("eval_table: the method `original` (the baseline of the win rates) is missing")
     files = {k: getattr(args, k) for k in ("prompts", "judgements", "videos", "rewards")}
-    for kind, paths in files.items():
-        if len(paths) != len(names):
-            raise SystemExit(f"eval_table: {len(paths)} --{kind} files for {len(names)} methods")
     report.add_inputs([args.queries, *(p for paths in files.values() for p in paths)])
-    data = {
-        name: {kind: read_records(paths[i]) for kind, paths in files.items()} for i, name in enumerate(names)
-    }
     queries = read_records(args.queries)
+    data = group_by_method(names, files)
     for name, d in data.items():
         if {p["query_id"] for p in d["prompts"]} != {q["query_id"] for q in queries}:
             raise SystemExit(f"eval_table: the prompts of {name} are not for the current held-out queries")
