@@ -385,3 +385,16 @@ def test_table_job_writes_the_paper_layout_with_provenance(tmp_path):
     assert "dpo: results/models/dpo" in text and "Root seed 7" in text and "Judge: judge" in text
     assert "<table>" in out["html"].read_text()
     assert (tmp_path / "r.svg").read_text().startswith("<?xml") and (tmp_path / "s.svg").stat().st_size > 1000
+
+
+def test_the_same_prompt_for_a_query_is_judged_alike_whoever_wrote_it():
+    line = "Fine.\nSafety (Safe or Unsafe): Safe\nFinal Judgement (Yes or No): Yes"
+    seeds = []
+    for method in ("sft", "dpo"):
+        prompt = {"method": method, "item_id": method, "query_id": "q", "subset": "general", "query": "q"}
+        llm = Answers([line])
+        (record,) = judge(
+            [{**prompt, "prompt": "A", "status": "ok"}], llm, "### user\n{query} {prompt}", GEN, 0, 0
+        )
+        seeds.append((record["seed"], llm.requests[0].seed))
+    assert seeds[0] == seeds[1]

@@ -13,6 +13,7 @@ import logging
 from collections import Counter
 from typing import Any
 
+from vpo.ids import digest
 from vpo.io import read_records, write_records
 from vpo.judging import ask_until_parsed
 from vpo.llm import Response, open_llm
@@ -48,10 +49,12 @@ def judge(
     structured: bool = False,
 ) -> list[dict[str, Any]]:
     todo = [p for p in prompts if p["status"] == "ok"]
+    # Seeds follow what is judged, not which method wrote it: two methods that wrote the same prompt
+    # for a query get the same answer (and one cached request).
     outcomes = ask_until_parsed(
         llm,
         [conversation(template, query=p["query"], prompt=p["prompt"]) for p in todo],
-        [p["item_id"] for p in todo],
+        [digest("eval_judge", p["query_id"], p["prompt"]) for p in todo],
         generation,
         root_seed,
         "eval_judge",
