@@ -98,6 +98,12 @@ def model_location(name):
     return location
 
 
+def t2v_settings(**overrides):
+    """The `t2v` section as the render jobs take it (without scheduling keys and the model name)."""
+    skip = ("resources", "items_per_job", "model")
+    return on_device({**{k: v for k, v in CFG["t2v"].items() if k not in skip}, **overrides})
+
+
 def n_video_parts():
     """Parts per DPO shard, so that one T2V or reward job handles about `t2v.items_per_job` videos."""
     t2v = CFG["t2v"]

@@ -3,13 +3,15 @@
 # query's and the other methods' videos and scores stay.
 import re
 
-from vpo.config import llm_spec, reward_spec
+from vpo.config import reward_spec
 
 EVAL = CFG["eval"]
 
 
 EVAL_METHODS = eval_methods()
-EVAL_JUDGE = EVAL["judge"]["llm"] or CFG["critique"]["llm"]
+EVAL_JUDGE = llm_method(
+    EVAL["judge"]["llm"] or CFG["critique"]["llm"], EVAL["judge"]["template"], EVAL["judge"]["generation"]
+)
 
 
 wildcard_constraints:
@@ -104,14 +106,14 @@ rule eval_judge:
     """The judge critiques one method's prompts: aligned or not, safe or not."""
     input:
         prompts="results/eval/{method}/prompts.parquet",
-        template=EVAL["judge"]["template"],
-        model=llm_method(EVAL_JUDGE, None, None)["inputs"],
+        template=EVAL_JUDGE["template"],
+        model=EVAL_JUDGE["inputs"],
     output:
         records="results/eval/{method}/judgements.parquet",
         report="results/eval/{method}/judgements.report.json",
     params:
-        llm=as_json(on_device(llm_spec(CFG, EVAL_JUDGE))),
-        generation=as_json(EVAL["judge"]["generation"]),
+        llm=as_json(EVAL_JUDGE["llm"]),
+        generation=as_json(EVAL_JUDGE["generation"]),
         retries=EVAL["judge"]["max_parse_retries"],
         seed=CFG["seed"],
     log:
@@ -122,7 +124,7 @@ rule eval_judge:
     resources:
         mem_mb=res("eval", "mem_mb", 4000),
         runtime=res("eval", "runtime", 60),
-        gpu=eval_gpus(on_device(llm_spec(CFG, EVAL_JUDGE))),
+        gpu=eval_gpus(EVAL_JUDGE["llm"]),
     conda:
         "../../envs/llm.yaml"
     shell:
@@ -143,18 +145,7 @@ rule eval_videos:
     params:
         model=model_location(CFG["t2v"]["model"]),
         revision=CFG["models"][CFG["t2v"]["model"]]["revision"] or "",
-        t2v=as_json(
-            on_device(
-                {
-                    **{
-                        k: v
-                        for k, v in CFG["t2v"].items()
-                        if k not in ("resources", "items_per_job", "model")
-                    },
-                    "videos_per_prompt": EVAL["videos_per_prompt"],
-                }
-            )
-        ),
+        t2v=as_json(t2v_settings(videos_per_prompt=EVAL["videos_per_prompt"])),
         seed=CFG["seed"],
         parts=n_eval_parts(),
     log:

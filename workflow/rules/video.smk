@@ -48,9 +48,7 @@ rule generate_videos:
     params:
         model=model_location(T2V["model"]),
         revision=CFG["models"][T2V["model"]]["revision"] or "",
-        t2v=as_json(
-            on_device({k: v for k, v in T2V.items() if k not in ("resources", "items_per_job", "model")})
-        ),
+        t2v=as_json(t2v_settings()),
         parts=n_video_parts(),
         seed=CFG["seed"],
     log:
@@ -93,7 +91,7 @@ rule score_videos:
     conda:
         (
             "../../envs/reward-visionreward.yaml"
-            if REWARD["backend"] == "visionreward"
+            if CFG["reward"]["backend"] == "visionreward"
             else "../../envs/reward.yaml"
         )
     shell:

@@ -235,16 +235,8 @@ def _eval_file_checks(config: dict[str, Any]) -> list[str]:
         return []
     problems = []
     for key in ("queries", "unsafe_queries"):
-        path = section[key]
-        if path is not None and not Path(path).is_file():
-            problems.append(
-                f"key 'eval.{key}': file {path} not found. Fix: point it at an existing .txt, .json or "
-                ".jsonl file."
-            )
-        elif path is not None and Path(path).suffix not in (".txt", ".json", ".jsonl"):
-            problems.append(
-                f"key 'eval.{key}': {path} has an unsupported extension. Fix: use .txt, .json or .jsonl."
-            )
+        if section[key] is not None:
+            problems += _query_file_problems(f"eval.{key}", section[key])
     templates = [
         ("eval.template", section["template"], ["{query}"]),
         ("eval.fewshot.template", section["fewshot"]["template"], ["{query}"]),
@@ -252,16 +244,24 @@ def _eval_file_checks(config: dict[str, Any]) -> list[str]:
     ]
     for key, path, slots in templates:
         problems += _template_problems(key, path, slots)
-    readable = all(
-        Path(p).is_file() and Path(p).suffix in (".txt", ".json", ".jsonl")
-        for p in config["queries"].values()
-    )
+    readable = not any(_query_file_problems(f"queries.{n}", p) for n, p in config["queries"].items())
     if not problems and readable:  # else the unreadable query files are reported already
         try:
             problems += overlap_problems(config)
         except QueryFileError as exc:
             problems.append(str(exc))
     return problems
+
+
+def _query_file_problems(key: str, path: str) -> list[str]:
+    if not Path(path).is_file():
+        return [
+            f"key '{key}': file {path} not found. Fix: point it at an existing .txt, .json or .jsonl file "
+            "(paths are relative to the working directory)."
+        ]
+    if Path(path).suffix not in (".txt", ".json", ".jsonl"):
+        return [f"key '{key}': {path} has an unsupported extension. Fix: use .txt, .json or .jsonl."]
+    return []
 
 
 def _template_problems(key: str, path: str, slots: list[str]) -> list[str]:
@@ -290,15 +290,7 @@ _TEMPLATE_SLOTS = {
 def _check_files(config: dict[str, Any]) -> list[str]:
     problems = []
     for name, path in config["queries"].items():
-        if not Path(path).is_file():
-            problems.append(
-                f"key 'queries.{name}': file {path} not found. Fix: point it at an existing "
-                ".txt, .json or .jsonl file (paths are relative to the working directory)."
-            )
-        elif Path(path).suffix not in (".txt", ".json", ".jsonl"):
-            problems.append(
-                f"key 'queries.{name}': {path} has an unsupported extension. Fix: use .txt, .json or .jsonl."
-            )
+        problems += _query_file_problems(f"queries.{name}", path)
     for stage, slots in _TEMPLATE_SLOTS.items():
         problems += _template_problems(f"{stage}.template", config[stage]["template"], slots)
     if config["pairs"]["video"] and "reward" in config:

@@ -94,15 +94,20 @@ def minhash(items: set[str]) -> np.ndarray:
     return mixed.min(axis=0)
 
 
+def band_keys(items: set[str]) -> list[tuple[int, bytes]]:
+    """LSH bucket keys of a shingle set: texts that share one are candidate near duplicates."""
+    signature = minhash(items)
+    rows = _PERMUTATIONS // _BANDS
+    return [(b, signature[b * rows : (b + 1) * rows].tobytes()) for b in range(_BANDS)]
+
+
 def find_near_duplicates(texts: list[str], threshold: float, n: int) -> dict[int, int]:
     """Map index → index of the earlier kept text it near-duplicates (Jaccard ≥ threshold)."""
     sets = [shingles(t, n) for t in texts]
-    rows = _PERMUTATIONS // _BANDS
     buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
     duplicate_of: dict[int, int] = {}
     for i, items in enumerate(sets):
-        signature = minhash(items)
-        keys = [(b, signature[b * rows : (b + 1) * rows].tobytes()) for b in range(_BANDS)]
+        keys = band_keys(items)
         candidates = sorted({j for key in keys for j in buckets.get(key, ())})
         match = next((j for j in candidates if jaccard(items, sets[j]) >= threshold), None)
         if match is not None:
@@ -115,19 +120,15 @@ def find_near_duplicates(texts: list[str], threshold: float, n: int) -> dict[int
 
 def near_matches(texts: list[str], reference: list[str], threshold: float, n: int) -> dict[int, int]:
     """Map index in `texts` → index of a `reference` text it near-duplicates (Jaccard ≥ threshold)."""
-    rows = _PERMUTATIONS // _BANDS
     ref_sets = [shingles(t, n) for t in reference]
     buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
     for j, items in enumerate(ref_sets):
-        signature = minhash(items)
-        for b in range(_BANDS):
-            buckets[(b, signature[b * rows : (b + 1) * rows].tobytes())].append(j)
+        for key in band_keys(items):
+            buckets[key].append(j)
     matches: dict[int, int] = {}
     for i, text in enumerate(texts):
         items = shingles(text, n)
-        signature = minhash(items)
-        keys = [(b, signature[b * rows : (b + 1) * rows].tobytes()) for b in range(_BANDS)]
-        candidates = sorted({j for key in keys for j in buckets.get(key, ())})
+        candidates = sorted({j for key in band_keys(items) for j in buckets.get(key, ())})
         match = next((j for j in candidates if jaccard(items, ref_sets[j]) >= threshold), None)
         if match is not None:
             matches[i] = match
