@@ -1,6 +1,18 @@
+import json
 import random
 
-from vpo.curate import CurationRules, content_part, curate, find_near_duplicates, rule_violation
+import pytest
+
+from vpo.curate import (
+    CurationRules,
+    content_part,
+    curate,
+    find_near_duplicates,
+    main,
+    rule_violation,
+    with_control_chars,
+)
+from vpo.queries import QueryFileError, read_raw_queries
 
 RULES = CurationRules(
     min_words=3, max_words=20, max_special_char_ratio=0.3, near_duplicate_jaccard=0.7, shingle_words=2
@@ -55,3 +67,46 @@ def test_near_duplicates_scale_and_match_exact_jaccard():
     texts.append(texts[123] + " extra")  # 9 of 10 bigrams shared: Jaccard 0.9
     dup = find_near_duplicates(texts, threshold=0.7, n=2)
     assert dup == {len(texts) - 1: 123}
+
+
+def test_control_characters_are_stripped_and_counted(tmp_path):
+    raw = [
+        (1, "a cat\x00 on a\x1b[31m red sofa\x7f"),
+        (2, "a dog\tin the\r\nrain at night"),
+        (3, "a calm lake"),
+    ]
+    kept, _ = curate(raw, RULES, "sft", "q.txt")
+    assert [r["query"] for r in kept] == [
+        "a cat on a[31m red sofa",
+        "a dog in the rain at night",
+        "a calm lake",
+    ]
+    assert with_control_chars(raw) == 1  # tabs and newlines are whitespace, not counted
+    source = tmp_path / "q.txt"
+    source.write_bytes(b"a cat\x00 sleeping on a sofa\na dog running on a beach\n")
+    report = tmp_path / "report.json"
+    outputs = ["--out", str(tmp_path / "q.parquet"), "--dropped", str(tmp_path / "d.parquet")]
+    main(["--input", str(source), "--set", "sft", "--min-words", "3", "--max-words", "20",
+          "--max-special-char-ratio", "0.3", "--near-duplicate-jaccard", "0.7", "--shingle-words", "2",
+          *outputs, "--report", str(report)])  # fmt: skip
+    assert json.loads(report.read_text())["counts"]["control_chars_stripped"] == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("q.txt", "a cat\nun café\n".encode("cp1252"), r"q\.txt:2: byte 0xe9 is not UTF-8 .*iconv -f"),
+        ("q.jsonl", b'"a cat"\n"\xff"\n', r"q\.jsonl:2: byte 0xff is not UTF-8"),
+    ],
+)
+def test_a_file_that_is_not_utf8_names_its_line_and_the_fix(tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(QueryFileError, match=message):
+        read_raw_queries(path)
+
+
+def test_a_byte_order_mark_is_not_query_text(tmp_path):
+    path = tmp_path / "q.txt"
+    path.write_bytes("\ufeffa cat on a sofa\n".encode())
+    assert read_raw_queries(path) == [(1, "a cat on a sofa")]

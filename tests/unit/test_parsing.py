@@ -14,7 +14,7 @@ from vpo.parsing import clean_prompt, parse_refinement, parse_verdict
         ("FINAL JUDGEMENT - YES", "yes"),
         ("Final Judgement (No): No", "no"),  # a small model mangling the marker
         ("Final Judgement (Yes or No):\nNo", "no"),
-        ("Final Judgement (Yes or No): Yes\n...on second thought...\nFinal Judgement (Yes or No): No", "no"),
+        ("Final Judgement (Yes or No): No\nSo: Final Judgement (Yes or No): No", "no"),  # the same twice
         ("Final Judgement (Yes or No): Yes, the prompt follows every rule.", "yes"),
     ],
 )

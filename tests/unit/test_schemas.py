@@ -10,7 +10,7 @@ SCHEMAS = sorted((Path(__file__).resolve().parents[2] / "workflow/schemas").rglo
 KEYWORDS = {
     "$schema", "$id", "$ref", "$defs", "title", "description", "type", "enum", "const", "default",
     "properties", "additionalProperties", "patternProperties", "required", "minProperties",
-    "maxProperties", "items", "minItems", "maxItems", "uniqueItems", "minimum", "maximum",
+    "maxProperties", "propertyNames", "items", "minItems", "maxItems", "uniqueItems", "minimum", "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength", "pattern", "format",
     "allOf", "anyOf", "oneOf", "not", "if", "then", "else",
 }  # fmt: skip

@@ -24,10 +24,10 @@ rule sample:
     conda:
         "../../envs/llm.yaml"
     shell:
-        "python -m vpo.generate --role sample --k {params.k} --queries {input.queries}"
-        " --template {input.template} --llm {params.llm:q} --generation {params.generation:q}"
-        " --seed {params.seed} --threads {threads} --out {output.records} --report {output.report}"
-        " --server-log {log}.server > {log} 2>&1"
+        "python -m vpo.generate --role sample --k {params.k:q} --queries {input.queries:q}"
+        " --template {input.template:q} --llm {params.llm:q} --generation {params.generation:q}"
+        " --seed {params.seed:q} --threads {threads:q} --out {output.records:q} --report {output.report:q}"
+        " --server-log {log:q}.server > {log:q} 2>&1"
 
 
 rule build_pairs:
@@ -41,7 +41,7 @@ rule build_pairs:
         dataset=directory("results/dpo/dataset"),
         report="results/dpo/pairs.report.json",
     params:
-        video=lambda w, input: f"--video-pairs {input.video}" if input.video else "",
+        video=lambda w, input: ["--video-pairs", *input.video] if input.video else [],
         shuffle_seed=CFG["pairs"]["shuffle_seed"],
     log:
         "results/logs/build_pairs.log",
@@ -51,9 +51,9 @@ rule build_pairs:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.pairs --refinements {input.refinements} {params.video} --template {input.template}"
-        " --shuffle-seed {params.shuffle_seed} --pairs {output.pairs} --out-dir {output.dataset}"
-        " --report {output.report} > {log} 2>&1"
+        "python -m vpo.pairs --refinements {input.refinements:q} {params.video:q} --template {input.template:q}"
+        " --shuffle-seed {params.shuffle_seed:q} --pairs {output.pairs:q} --out-dir {output.dataset:q}"
+        " --report {output.report:q} > {log:q} 2>&1"
 
 
 rule train_dpo:
@@ -79,6 +79,6 @@ rule train_dpo:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m vpo.train --stage dpo --model {input.model} --dataset-dir {input.dataset}"
-        " --dataset vpo_dpo --train {params.train:q} --seed {params.seed} --threads {threads}"
-        " --out {output.model} --report {output.report} > {log} 2>&1"
+        "python -m vpo.train --stage dpo --model {input.model:q} --dataset-dir {input.dataset:q}"
+        " --dataset vpo_dpo --train {params.train:q} --seed {params.seed:q} --threads {threads:q}"
+        " --out {output.model:q} --report {output.report:q} > {log:q} 2>&1"

@@ -30,7 +30,7 @@ rule eval_queries:
         report="results/eval/queries.report.json",
     params:
         c=CFG["curation"],
-        unsafe=lambda w, input: f"--unsafe-queries {input.unsafe}" if input.unsafe else "",
+        unsafe=lambda w, input: ["--unsafe-queries", *input.unsafe] if input.unsafe else [],
         on_overlap=EVAL["on_overlap"],
     log:
         "results/logs/eval/queries.log",
@@ -42,12 +42,12 @@ rule eval_queries:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.evaluation.heldout --queries {input.queries} {params.unsafe}"
-        " --training {input.training} --on-overlap {params.on_overlap}"
-        " --min-words {params.c[min_words]} --max-words {params.c[max_words]}"
-        " --max-special-char-ratio {params.c[max_special_char_ratio]}"
-        " --near-duplicate-jaccard {params.c[near_duplicate_jaccard]} --shingle-words {params.c[shingle_words]}"
-        " --out {output.queries} --dropped {output.dropped} --report {output.report} > {log} 2>&1"
+        "python -m vpo.evaluation.heldout --queries {input.queries:q} {params.unsafe:q}"
+        " --training {input.training:q} --on-overlap {params.on_overlap:q}"
+        " --min-words {params.c[min_words]:q} --max-words {params.c[max_words]:q}"
+        " --max-special-char-ratio {params.c[max_special_char_ratio]:q}"
+        " --near-duplicate-jaccard {params.c[near_duplicate_jaccard]:q} --shingle-words {params.c[shingle_words]:q}"
+        " --out {output.queries:q} --dropped {output.dropped:q} --report {output.report:q} > {log:q} 2>&1"
 
 
 rule eval_original_prompts:
@@ -65,8 +65,8 @@ rule eval_original_prompts:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.evaluation.prompts --method original --queries {input.queries} --seed {params.seed}"
-        " --out {output.records} --report {output.report} > {log} 2>&1"
+        "python -m vpo.evaluation.prompts --method original --queries {input.queries:q} --seed {params.seed:q}"
+        " --out {output.records:q} --report {output.report:q} > {log:q} 2>&1"
 
 
 rule eval_prompts:
@@ -96,10 +96,10 @@ rule eval_prompts:
     conda:
         "../../envs/llm.yaml"
     shell:
-        "python -m vpo.evaluation.prompts --method {wildcards.method} --queries {input.queries}"
-        " --llm {params.llm:q} --template {input.template} --generation {params.generation:q}"
-        " --seed {params.seed} --threads {threads} --out {output.records}"
-        " --report {output.report} --server-log {log}.server > {log} 2>&1"
+        "python -m vpo.evaluation.prompts --method {wildcards.method:q} --queries {input.queries:q}"
+        " --llm {params.llm:q} --template {input.template:q} --generation {params.generation:q}"
+        " --seed {params.seed:q} --threads {threads:q} --out {output.records:q}"
+        " --report {output.report:q} --server-log {log:q}.server > {log:q} 2>&1"
 
 
 rule eval_judge:
@@ -128,10 +128,10 @@ rule eval_judge:
     conda:
         "../../envs/llm.yaml"
     shell:
-        "python -m vpo.evaluation.judge --prompts {input.prompts} --template {input.template}"
-        " --llm {params.llm:q} --generation {params.generation:q} --seed {params.seed}"
-        " --max-parse-retries {params.retries} --threads {threads} --out {output.records}"
-        " --report {output.report} --server-log {log}.server > {log} 2>&1"
+        "python -m vpo.evaluation.judge --prompts {input.prompts:q} --template {input.template:q}"
+        " --llm {params.llm:q} --generation {params.generation:q} --seed {params.seed:q}"
+        " --max-parse-retries {params.retries:q} --threads {threads:q} --out {output.records:q}"
+        " --report {output.report:q} --server-log {log:q}.server > {log:q} 2>&1"
 
 
 rule eval_videos:
@@ -160,10 +160,10 @@ rule eval_videos:
     conda:
         "../../envs/t2v.yaml"
     shell:
-        "python -m vpo.videos --candidates {input.prompts} --part {wildcards.p} --parts {params.parts}"
-        " --seed-by query_id --model {params.model}"
-        " --revision={params.revision:q} --t2v {params.t2v:q} --seed {params.seed} --threads {threads}"
-        " --out {output.records} --report {output.report} > {log} 2>&1"
+        "python -m vpo.videos --candidates {input.prompts:q} --part {wildcards.p:q} --parts {params.parts:q}"
+        " --seed-by query_id --model {params.model:q}"
+        " --revision={params.revision:q} --t2v {params.t2v:q} --seed {params.seed:q} --threads {threads:q}"
+        " --out {output.records:q} --report {output.report:q} > {log:q} 2>&1"
 
 
 rule eval_rewards:
@@ -193,9 +193,9 @@ rule eval_rewards:
             else "../../envs/reward.yaml"
         )
     shell:
-        "python -m vpo.rewards --videos {input.videos} --checklist {input.checklist}"
-        " --scorer {params.scorer:q} --threads {threads} --out {output.records}"
-        " --report {output.report} > {log} 2>&1"
+        "python -m vpo.rewards --videos {input.videos:q} --checklist {input.checklist:q}"
+        " --scorer {params.scorer:q} --threads {threads:q} --out {output.records:q}"
+        " --report {output.report:q} > {log:q} 2>&1"
 
 
 rule eval_table:
@@ -232,10 +232,10 @@ rule eval_table:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.evaluation.table --methods {params.methods:q} --queries {input.queries}"
-        " --prompts {input.prompts} --judgements {input.judgements} --videos {input.videos}"
-        " --rewards {input.rewards} --convention {params.convention} --tie-margin {params.tie_margin}"
-        " --bootstrap-samples {params.samples} --seed {params.seed}"
-        " --videos-per-prompt {params.videos_per_prompt} --csv {output.csv} --markdown {output.markdown}"
-        " --html {output.page} --plot-rewards {output.rewards_plot} --plot-safety {output.safety_plot}"
-        " --report {output.report} > {log} 2>&1"
+        "python -m vpo.evaluation.table --methods {params.methods:q} --queries {input.queries:q}"
+        " --prompts {input.prompts:q} --judgements {input.judgements:q} --videos {input.videos:q}"
+        " --rewards {input.rewards:q} --convention {params.convention:q} --tie-margin {params.tie_margin:q}"
+        " --bootstrap-samples {params.samples:q} --seed {params.seed:q}"
+        " --videos-per-prompt {params.videos_per_prompt:q} --csv {output.csv:q} --markdown {output.markdown:q}"
+        " --html {output.page:q} --plot-rewards {output.rewards_plot:q} --plot-safety {output.safety_plot:q}"
+        " --report {output.report:q} > {log:q} 2>&1"

@@ -24,4 +24,4 @@ for _name, _model in CFG["models"].items():
         conda:
             f"../../envs/{BUILD_ENVS[_model['build']]}.yaml"
         shell:
-            "python -m vpo.models {params.recipe} --out {output} > {log} 2>&1"
+            "python -m vpo.models {params.recipe:q} --out {output:q} > {log:q} 2>&1"

@@ -8,8 +8,8 @@ rule curate:
         report="results/queries/{set}.report.json",
     params:
         c=CFG["curation"],
-        max_queries=lambda w: (
-            f"--max-queries {CFG['curation']['max_queries']}" if CFG["curation"]["max_queries"] else ""
+        max_queries=(
+            ["--max-queries", CFG["curation"]["max_queries"]] if CFG["curation"]["max_queries"] else []
         ),
     log:
         "results/logs/curate/{set}.log",
@@ -21,11 +21,11 @@ rule curate:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.curate --input {input} --set {wildcards.set} --min-words {params.c[min_words]}"
-        " --max-words {params.c[max_words]} --max-special-char-ratio {params.c[max_special_char_ratio]}"
-        " --near-duplicate-jaccard {params.c[near_duplicate_jaccard]}"
-        " --shingle-words {params.c[shingle_words]} {params.max_queries}"
-        " --out {output.queries} --dropped {output.dropped} --report {output.report} > {log} 2>&1"
+        "python -m vpo.curate --input {input:q} --set {wildcards.set:q} --min-words {params.c[min_words]:q}"
+        " --max-words {params.c[max_words]:q} --max-special-char-ratio {params.c[max_special_char_ratio]:q}"
+        " --near-duplicate-jaccard {params.c[near_duplicate_jaccard]:q}"
+        " --shingle-words {params.c[shingle_words]:q} {params.max_queries:q}"
+        " --out {output.queries:q} --dropped {output.dropped:q} --report {output.report:q} > {log:q} 2>&1"
 
 
 # One shard rule per set: the shard count is known at DAG build time (from the raw file), and a
@@ -47,4 +47,4 @@ for _set in ("sft", "dpo"):
         conda:
             "../../envs/core.yaml"
         shell:
-            "python -m vpo.shard --input {input} --out {output} > {log} 2>&1"
+            "python -m vpo.shard --input {input:q} --out {output:q} > {log:q} 2>&1"

@@ -69,7 +69,9 @@ rule run_report:
         # Without the run options (they reach jobs through the environment and re-run nothing).
         config=as_json(without_run_options(CFG)),
         video=lambda w, input: (
-            f"--reward-plot {input.reward_plot} --video-page {input.video_page}" if input.reward_plot else ""
+            ["--reward-plot", *input.reward_plot, "--video-page", *input.video_page]
+            if input.reward_plot
+            else []
         ),
     log:
         "results/logs/run_report.log",
@@ -79,11 +81,11 @@ rule run_report:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.run_report --reports {input.reports} --config-json {params.config:q}"
-        " --raw-queries sft={input.raw_sft:q} dpo={input.raw_dpo:q} --queries {input.queries}"
-        " --drafts {input.drafts} --sft-refinements {input.sft_refinements}"
-        " --candidates {input.candidates} --dpo-refinements {input.dpo_refinements}"
-        " --pairs {input.pairs} --trainer-logs sft={input.sft_model:q} dpo={input.dpo_model:q}"
-        " {params.video} --page {output.page} --plot-query-lengths {output.query_lengths}"
-        " --plot-prompt-lengths {output.prompt_lengths} --plot-pairs-by-source {output.pairs_by_source}"
-        " --plot-loss-curves {output.loss_curves} > {log} 2>&1"
+        "python -m vpo.run_report --reports {input.reports:q} --config-json {params.config:q}"
+        " --raw-queries sft={input.raw_sft:q} dpo={input.raw_dpo:q} --queries {input.queries:q}"
+        " --drafts {input.drafts:q} --sft-refinements {input.sft_refinements:q}"
+        " --candidates {input.candidates:q} --dpo-refinements {input.dpo_refinements:q}"
+        " --pairs {input.pairs:q} --trainer-logs sft={input.sft_model:q} dpo={input.dpo_model:q}"
+        " {params.video:q} --page {output.page:q} --plot-query-lengths {output.query_lengths:q}"
+        " --plot-prompt-lengths {output.prompt_lengths:q} --plot-pairs-by-source {output.pairs_by_source:q}"
+        " --plot-loss-curves {output.loss_curves:q} > {log:q} 2>&1"

@@ -23,10 +23,10 @@ rule draft:
     conda:
         "../../envs/llm.yaml"
     shell:
-        "python -m vpo.generate --role draft --k 1 --queries {input.queries} --template {input.template}"
-        " --llm {params.llm:q} --generation {params.generation:q} --seed {params.seed}"
-        " --threads {threads} --out {output.records} --report {output.report}"
-        " --server-log {log}.server > {log} 2>&1"
+        "python -m vpo.generate --role draft --k 1 --queries {input.queries:q} --template {input.template:q}"
+        " --llm {params.llm:q} --generation {params.generation:q} --seed {params.seed:q}"
+        " --threads {threads:q} --out {output.records:q} --report {output.report:q}"
+        " --server-log {log:q}.server > {log:q} 2>&1"
 
 
 rule sft_data:
@@ -47,9 +47,9 @@ rule sft_data:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.sft_data --critiques {input.critiques} --refinements {input.refinements}"
-        " --template {input.template} --out-dir {output.dataset} --examples {output.examples}"
-        " --report {output.report} > {log} 2>&1"
+        "python -m vpo.sft_data --critiques {input.critiques:q} --refinements {input.refinements:q}"
+        " --template {input.template:q} --out-dir {output.dataset:q} --examples {output.examples:q}"
+        " --report {output.report:q} > {log:q} 2>&1"
 
 
 rule train_sft:
@@ -76,6 +76,6 @@ rule train_sft:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m vpo.train --stage sft --model {params.base} --dataset-dir {input.dataset}"
-        " --dataset vpo_sft --train {params.train:q} --seed {params.seed} --threads {threads}"
-        " --out {output.model} --report {output.report} > {log} 2>&1"
+        "python -m vpo.train --stage sft --model {params.base:q} --dataset-dir {input.dataset:q}"
+        " --dataset vpo_sft --train {params.train:q} --seed {params.seed:q} --threads {threads:q}"
+        " --out {output.model:q} --report {output.report:q} > {log:q} 2>&1"

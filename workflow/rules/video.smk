@@ -32,9 +32,9 @@ if REWARD["backend"] == "visionreward" and not Path(REWARD["checklist"]).exists(
         conda:
             "../../envs/core.yaml"
         shell:
-            "(python -m vpo.reward.visionreward fetch --out {params.release} &&"
+            "(python -m vpo.reward.visionreward fetch --out {params.release:q} &&"
             " python -m vpo.reward.visionreward checklist"
-            " --questions {params.release}/VisionReward_video_qa.txt --out {output}) > {log} 2>&1"
+            " --questions {params.release:q}/VisionReward_video_qa.txt --out {output:q}) > {log:q} 2>&1"
 
 
 rule generate_videos:
@@ -63,9 +63,9 @@ rule generate_videos:
     conda:
         "../../envs/t2v.yaml"
     shell:
-        "python -m vpo.videos --candidates {input.candidates} --part {wildcards.p} --parts {params.parts}"
-        " --model {params.model} --revision={params.revision:q} --t2v {params.t2v:q} --seed {params.seed}"
-        " --threads {threads} --out {output.records} --report {output.report} > {log} 2>&1"
+        "python -m vpo.videos --candidates {input.candidates:q} --part {wildcards.p:q} --parts {params.parts:q}"
+        " --model {params.model:q} --revision={params.revision:q} --t2v {params.t2v:q} --seed {params.seed:q}"
+        " --threads {threads:q} --out {output.records:q} --report {output.report:q} > {log:q} 2>&1"
 
 
 rule score_videos:
@@ -95,9 +95,9 @@ rule score_videos:
             else "../../envs/reward.yaml"
         )
     shell:
-        "python -m vpo.rewards --videos {input.videos} --checklist {input.checklist}"
-        " --scorer {params.scorer:q} --threads {threads} --out {output.records}"
-        " --report {output.report} > {log} 2>&1"
+        "python -m vpo.rewards --videos {input.videos:q} --checklist {input.checklist:q}"
+        " --scorer {params.scorer:q} --threads {threads:q} --out {output.records:q}"
+        " --report {output.report:q} > {log:q} 2>&1"
 
 
 rule video_pairs:
@@ -118,8 +118,8 @@ rule video_pairs:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.video_pairs --rewards {input} --margin {params.margin}"
-        " --convention {params.convention} --out {output.pairs} --report {output.report} > {log} 2>&1"
+        "python -m vpo.video_pairs --rewards {input:q} --margin {params.margin:q}"
+        " --convention {params.convention:q} --out {output.pairs:q} --report {output.report:q} > {log:q} 2>&1"
 
 
 rule video_report:
@@ -147,6 +147,6 @@ rule video_report:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.video_report --rewards {input.rewards} --pairs {input.pairs}"
-        " --max-queries {params.max_queries} --convention {params.convention}"
-        " --page {output.page} --plot {output.plot} > {log} 2>&1"
+        "python -m vpo.video_report --rewards {input.rewards:q} --pairs {input.pairs:q}"
+        " --max-queries {params.max_queries:q} --convention {params.convention:q}"
+        " --page {output.page:q} --plot {output.plot:q} > {log:q} 2>&1"

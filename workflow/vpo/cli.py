@@ -3,58 +3,84 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.metadata
 import sys
+
+# command → (module whose main(argv) runs it, one-line summary)
+COMMANDS = {
+    "rewrite": ("vpo.rewrite", "rewrite queries with a trained policy (vpo rewrite --help)"),
+    "audit": ("vpo.audit", "where a pair, candidate, video or file came from: vpo audit <id | path>"),
+    "export-crate": ("vpo.crate", "the run as an RO-Crate (workflow, config, outputs with sha256, jobs)"),
+    "estimate": ("vpo.estimate", "what the LLM calls of a config may cost: vpo estimate config/paper.yaml"),
+    "check-config": ("vpo.cli", "validate config files: vpo check-config config/paper.yaml"),
+    "config-doc": ("vpo.cli", "print config/README.md, generated from the config schema"),
+}
+
+
+def version() -> str:
+    from vpo.report import code_version
+
+    commit = code_version()["commit"]
+    return f"vpo {importlib.metadata.version('vpo-workflow')}" + (f" (git {commit[:12]})" if commit else "")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vpo",
+        usage="vpo [--version] command [arguments]",
+        description="VPO workflow tools. Each command has its own --help.",
+        epilog="\n".join(f"  {name:<13} {summary}" for name, (_, summary) in COMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=version())
+    parser.add_argument("command", choices=list(COMMANDS), help="one of the commands below")
+    return parser
+
+
+def check_config(argv: list[str]) -> None:
+    from vpo.config import ConfigError, load_config
+
+    parser = argparse.ArgumentParser(
+        prog="vpo check-config",
+        description="Validate config files as Snakemake does before any job: schema, cross-key and file "
+        "checks. Paths in them are read relative to the current directory.",
+    )
+    parser.add_argument("configs", nargs="*", default=["config/config.yaml"], help="config files (YAML)")
+    for path in parser.parse_args(argv).configs:
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            raise SystemExit(str(exc)) from None
+        print(f"{path}: ok")
+
+
+def config_doc(argv: list[str]) -> None:
+    from vpo.config import config_doc as doc
+
+    argparse.ArgumentParser(
+        prog="vpo config-doc",
+        description="Print the documentation of every config key (Markdown), generated from "
+        "workflow/schemas/config.schema.yaml: vpo config-doc > config/README.md",
+    ).parse_args(argv)
+    sys.stdout.write(doc())
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="vpo", description="VPO workflow tools.")
-    parser.add_argument(
-        "command", choices=["rewrite", "audit", "export-crate", "estimate", "check-config", "config-doc"]
-    )
-    if not argv or argv[0] in ("-h", "--help"):
+    parser = make_parser()
+    if not argv:
         parser.print_help()
-        print(
-            "\n  rewrite       rewrite queries with a trained policy (vpo rewrite --help)"
-            "\n  audit         where a pair, candidate, video or file came from: vpo audit <id | path>"
-            "\n  export-crate  the run as an RO-Crate (workflow, config, outputs with sha256, jobs)"
-            "\n  estimate      what the LLM calls of a config may cost: vpo estimate config/paper.yaml"
-            "\n  check-config  validate a config file: vpo check-config config/paper.yaml"
-            "\n  config-doc    print config/README.md generated from the schema"
-        )
         return
-    command, rest = argv[0], argv[1:]
-    if command == "rewrite":
-        from vpo.rewrite import main as rewrite
-
-        rewrite(rest)
-    elif command == "audit":
-        from vpo.audit import main as audit
-
-        audit(rest)
-    elif command == "export-crate":
-        from vpo.crate import main as export_crate
-
-        export_crate(rest, prog="vpo export-crate")
-    elif command == "estimate":
-        from vpo.estimate import main as estimate
-
-        estimate(rest)
-    elif command == "check-config":
-        from vpo.config import ConfigError, load_config
-
-        for path in rest or ["config/config.yaml"]:
-            try:
-                load_config(path)
-            except ConfigError as exc:
-                raise SystemExit(str(exc)) from None
-            print(f"{path}: ok")
-    elif command == "config-doc":
-        from vpo.config import config_doc
-
-        sys.stdout.write(config_doc())
+    args, rest = parser.parse_args(argv[:1]), argv[1:]  # the command parses the rest (and its --help)
+    if args.command == "check-config":
+        check_config(rest)
+    elif args.command == "config-doc":
+        config_doc(rest)
+    elif args.command == "export-crate":
+        importlib.import_module("vpo.crate").main(rest, prog="vpo export-crate")
     else:
-        parser.error(f"unknown command {command!r}")
+        importlib.import_module(COMMANDS[args.command][0]).main(rest)
 
 
 if __name__ == "__main__":

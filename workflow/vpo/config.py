@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+from vpo.curate import CurationRules, rule_violation
+from vpo.ids import normalize_query
 from vpo.prompts import conversation, load_template
-from vpo.queries import QueryFileError
+from vpo.queries import QueryFileError, read_raw_queries
 from vpo.reward.checklist import ChecklistError, load_checklist
 from vpo.run_options import EXECUTION_KEYS
 from vpo.schemas import load_schema
+from vpo.secrets import key_shaped_values, url_has_credential
 
 CONFIG_SCHEMA = "config.schema.yaml"
 
@@ -38,6 +43,7 @@ def validate_config(
     config: dict[str, Any], source: str = "config", check_files: bool = True
 ) -> dict[str, Any]:
     """Return a copy with schema defaults filled in, or raise ConfigError naming the key and the fix."""
+    _refuse_credentials(config, source)
     schema = load_schema(CONFIG_SCHEMA)
     validator = jsonschema.Draft202012Validator(schema)
     config = copy.deepcopy(config)
@@ -52,8 +58,67 @@ def validate_config(
     return config
 
 
+def _refuse_credentials(config: dict[str, Any], source: str) -> None:
+    """A key pasted into a shared config must stop the run before anything (a job report, a log, an
+    error message) could copy it; the messages name the key, never the value."""
+    fix = (
+        "Fix: remove it, put the key in an environment variable and name that variable in "
+        "llms.<name>.api_key_env (e.g. api_key_env: OPENAI_API_KEY). The value is not shown on purpose."
+    )
+    shaped = sorted(set(key_shaped_values(config)))
+    if shaped:
+        raise ConfigError(f"{source}: key(s) {', '.join(shaped)} hold a value shaped like an API key. {fix}")
+    llms = config.get("llms")
+    for name, llm in llms.items() if isinstance(llms, dict) else []:
+        url = llm.get("base_url") if isinstance(llm, dict) else None
+        if isinstance(url, str) and url_has_credential(url):
+            raise ConfigError(
+                f"{source}: key 'llms.{name}.base_url' carries a credential (user:password@ or a key or "
+                f"token in the query string). {fix}"
+            )
+
+
+# What a value must look like where the schema gives a pattern: (its kind in config/README.md, what
+# the error says, with the fix).
+_PATTERN_HINTS = {
+    "^[^{}\\x00-\\x1f\\x7f]+$": (
+        "path",
+        "a path must not hold braces (Snakemake would read {x} as a wildcard) or control characters. "
+        "Fix: rename the file or folder",
+    ),
+    "^[A-Za-z0-9._-]+$": (
+        "name",
+        "a name may hold only letters, digits, '.', '_' and '-' (it becomes part of rule names, folders "
+        "and commands). Fix: rename it, and every reference to it",
+    ),
+    "^[A-Z_][A-Z0-9_]*$": (
+        "variable name",
+        "api_key_env takes the NAME of an environment variable (upper-case letters, digits, '_'), such as "
+        "OPENAI_API_KEY, never the key itself. Fix: export the key in that variable and put its name here",
+    ),
+    "^https?://[^\\s]+$": (
+        "URL",
+        "an endpoint is an http(s) URL without spaces. Fix: e.g. https://api.openai.com/v1",
+    ),
+    "^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$": (
+        "model name",
+        "a model name holds letters, digits and ._:/@+-. Fix: correct it",
+    ),
+    "^[A-Za-z_][A-Za-z0-9_]*$": (
+        "identifier",
+        "a class name is a Python identifier. Fix: e.g. CogVideoXPipeline",
+    ),
+}
+
+
 def _describe(source: str, error: jsonschema.ValidationError) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "pattern":
+        pattern = error.validator_value
+        hint = _PATTERN_HINTS.get(pattern, ("", f"it must match {pattern}. Fix: change it"))[1]
+        if "propertyNames" in error.schema_path:  # the offending value is an entry's own name
+            return f"{source}: key '{key}.{error.instance}': the name {error.instance!r} is refused: {hint}."
+        return f"{source}: key '{key}': the value {error.instance!r} is refused: {hint}."
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         allowed = ", ".join(sorted(error.schema.get("properties", {}))) or "see config/README.md"
@@ -77,19 +142,41 @@ def _coerce_strings(config: dict[str, Any], validator: jsonschema.Draft202012Val
     the schema error.
     """
     for error in validator.iter_errors(config):
-        if error.validator != "type" or not isinstance(error.instance, str) or not error.absolute_path:
+        wanted = error.schema.get(error.validator)
+        if error.validator not in ("type", "enum") or not isinstance(error.instance, str):
             continue
-        try:
-            value = yaml.safe_load(error.instance)
-        except yaml.YAMLError:
+        if not error.absolute_path or (error.validator == "enum" and None not in wanted):
             continue
-        if isinstance(value, str) or not jsonschema.Draft202012Validator(error.schema).is_valid(value):
+        value = _scalar(error.instance)
+        # Only the type is checked here: "0" for a key with minimum 1 becomes 0, and the schema then
+        # says "0 is less than the minimum of 1" instead of "'0' is not of type 'integer'".
+        if isinstance(value, str) or not jsonschema.Draft202012Validator({error.validator: wanted}).is_valid(
+            value
+        ):
             continue
         *parents, last = error.absolute_path
         node = config
         for part in parents:
             node = node[part]
         node[last] = value
+
+
+def _scalar(text: str) -> Any:
+    """A string as the number, boolean or null it spells; YAML 1.2 numbers such as 1e-5 included,
+    which PyYAML (YAML 1.1) reads as strings when they are written without a dot."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        if not math.isfinite(number):
+            return value
+        return int(number) if number.is_integer() else number
+    return value
 
 
 def _fill_defaults(node: Any, schema: dict[str, Any], root: dict[str, Any]) -> None:
@@ -227,7 +314,7 @@ def _eval_checks(config: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _eval_file_checks(config: dict[str, Any]) -> list[str]:
+def _eval_file_checks(config: dict[str, Any], training_readable: bool) -> list[str]:
     from vpo.evaluation.heldout import overlap_problems
 
     section = config.get("eval")
@@ -236,7 +323,7 @@ def _eval_file_checks(config: dict[str, Any]) -> list[str]:
     problems = []
     for key in ("queries", "unsafe_queries"):
         if section[key] is not None:
-            problems += _query_file_problems(f"eval.{key}", section[key])
+            problems += _query_file_problems(f"eval.{key}", section[key], config["curation"])
     templates = [
         ("eval.template", section["template"], ["{query}"]),
         ("eval.fewshot.template", section["fewshot"]["template"], ["{query}"]),
@@ -244,8 +331,7 @@ def _eval_file_checks(config: dict[str, Any]) -> list[str]:
     ]
     for key, path, slots in templates:
         problems += _template_problems(key, path, slots)
-    readable = not any(_query_file_problems(f"queries.{n}", p) for n, p in config["queries"].items())
-    if not problems and readable:  # else the unreadable query files are reported already
+    if not problems and training_readable:  # else the unreadable query files are reported already
         try:
             problems += overlap_problems(config)
         except QueryFileError as exc:
@@ -253,7 +339,9 @@ def _eval_file_checks(config: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _query_file_problems(key: str, path: str) -> list[str]:
+def _query_file_problems(key: str, path: str, curation: dict[str, Any]) -> list[str]:
+    """The file exists, reads (UTF-8, valid JSON) and keeps at least one query under the curation
+    rules, so that no job starts on a set that curation would empty."""
     if not Path(path).is_file():
         return [
             f"key '{key}': file {path} not found. Fix: point it at an existing .txt, .json or .jsonl file "
@@ -261,6 +349,21 @@ def _query_file_problems(key: str, path: str) -> list[str]:
         ]
     if Path(path).suffix not in (".txt", ".json", ".jsonl"):
         return [f"key '{key}': {path} has an unsupported extension. Fix: use .txt, .json or .jsonl."]
+    try:
+        raw = read_raw_queries(path)
+    except QueryFileError as exc:
+        return [f"key '{key}': {exc}"]
+    rules = CurationRules(**{k: v for k, v in curation.items() if k != "max_queries"})
+    reasons = Counter(rule_violation(normalize_query(text), rules) for _, text in raw)
+    if set(reasons) <= {"empty"}:
+        return [f"key '{key}': {path} holds no query. Fix: add one query per line (or entry)."]
+    if None not in reasons:
+        why = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+        return [
+            f"key '{key}': curation would keep none of the {len(raw)} queries of {path} ({why}). Fix: "
+            "loosen curation.min_words, curation.max_words or curation.max_special_char_ratio, or fix "
+            "the file."
+        ]
     return []
 
 
@@ -290,7 +393,8 @@ _TEMPLATE_SLOTS = {
 def _check_files(config: dict[str, Any]) -> list[str]:
     problems = []
     for name, path in config["queries"].items():
-        problems += _query_file_problems(f"queries.{name}", path)
+        problems += _query_file_problems(f"queries.{name}", path, config["curation"])
+    training_readable = not problems
     for stage, slots in _TEMPLATE_SLOTS.items():
         problems += _template_problems(f"{stage}.template", config[stage]["template"], slots)
     if config["pairs"]["video"] and "reward" in config:
@@ -301,16 +405,48 @@ def _check_files(config: dict[str, Any]) -> list[str]:
                 load_checklist(path)
         except ChecklistError as exc:
             problems.append(f"key 'reward.checklist': {exc}")
-    problems += _eval_file_checks(config)
+    problems += _eval_file_checks(config, training_readable)
     for name, model in config["models"].items():
-        source = Path(model["source"])
-        local = model["source"].startswith((".", "/")) or source.parts[:1] in (("resources",), ("results",))
-        if model["build"] is None and local and not source.exists():
+        if model["build"] is None:
+            problems += _model_location_problems(f"models.{name}.source", model["source"])
+    extra = config["eval"]["extra_methods"] if config.get("eval", {}).get("enabled") else {}
+    for name, method in extra.items():
+        if "checkpoint" in method:
+            problems += _model_location_problems(
+                f"eval.extra_methods.{name}.checkpoint", method["checkpoint"]
+            )
+    for stage in ("train_sft", "train_dpo"):
+        path = config[stage].get("deepspeed")
+        if path is not None and not Path(path).is_file():
             problems.append(
-                f"key 'models.{name}.source': {source} does not exist and no build recipe is set. "
-                "Fix: point it at a model folder or hub id, or set build."
+                f"key '{stage}.deepspeed': file {path} not found. Fix: point it at a DeepSpeed JSON config "
+                "(e.g. resources/deepspeed/zero3.json), or set null for none."
             )
     return problems
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(?:/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+
+
+def _model_location_problems(key: str, source: str) -> list[str]:
+    """A model that is neither an existing folder nor shaped like a hub id (`name` or `org/name`, whose
+    `org` is no local folder) is a mistyped path: refuse it here, not when a GPU job fails to download it."""
+    path = Path(source)
+    if path.exists():
+        return []
+    if source.startswith("~"):
+        return [f"key '{key}': {source}: '~' is not expanded. Fix: write the full path."]
+    looks_local = (
+        not _HUB_ID.fullmatch(source)
+        or source.startswith(".")
+        or (len(path.parts) == 2 and Path(path.parts[0]).is_dir())
+    )
+    if looks_local:
+        return [
+            f"key '{key}': {source} does not exist (and is no model hub id, which reads `org/name`). Fix: "
+            "correct the path (relative paths start at the working directory), or set a build recipe."
+        ]
+    return []
 
 
 def llm_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -341,6 +477,11 @@ def config_doc(schema: dict[str, Any] | None = None) -> str:
         "Generated from `workflow/schemas/config.schema.yaml` by `vpo config-doc > config/README.md`;",
         "a test fails when this file is stale. `config/config.yaml` is the embedded CPU default,",
         "`config/paper.yaml` the paper's settings. Unknown keys are errors.",
+        "",
+        "A *name* (of a model, an LLM entry, a method) holds only letters, digits, `.`, `_` and `-`; a",
+        "*path* may hold spaces but no braces (Snakemake would read `{x}` as a wildcard) and no control",
+        "characters; no value may hold an API key (the config names the variable that holds it). Values",
+        "given with `--config key='{a: 4}'` arrive as strings and are read as the type the key wants.",
         "",
         "| key | type | description |",
         "| --- | --- | --- |",
@@ -373,6 +514,8 @@ def _type_of(node: dict[str, Any]) -> str:
         return " \\| ".join("null" if v is None else f"`{v}`" for v in node["enum"])
     kind = node.get("type", "object" if "properties" in node else "")
     text = " or ".join(kind) if isinstance(kind, list) else kind
+    if node.get("pattern") in _PATTERN_HINTS:
+        text = text.replace("string", f"string ({_PATTERN_HINTS[node['pattern']][0]})")
     bounds = [
         f"{b} {node[k]}"
         for k, b in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"))

@@ -31,6 +31,7 @@ from rocrate.rocrate import ROCrate
 
 from vpo.io import make_shareable
 from vpo.report import sha256_file
+from vpo.secrets import SECRET_ENV_NAME, SECRET_KEY, SECRET_VALUE
 
 CRATE_VERSION = "1.1"
 METADATA_NAME = "ro-crate-metadata.json"
@@ -70,13 +71,6 @@ ENCODINGS = {
     ".html": "text/html",
     ".mp4": "video/mp4",
 }
-# Environment variables whose values must never reach a crate, and key shapes to refuse outright.
-SECRET_ENV_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
-SECRET_VALUE = re.compile(
-    r"\bsk-[A-Za-z0-9_\-]{20,}|\bhf_[A-Za-z0-9]{30,}|\bgh[pousr]_[A-Za-z0-9]{30,}|\bAKIA[0-9A-Z]{16}\b"
-)
-# A settings key that would hold a credential itself (api_key_env, which names a variable, is fine).
-SECRET_KEY = re.compile(r"^(?:.*[_-])?(?:api[_-]?key|apikey|token|secret|password|passwd)$", re.IGNORECASE)
 TEXT_SUFFIXES = frozenset({".json", ".yaml", ".yml", ".smk", ".py", ".txt", ".svg", ""})
 MAX_SCANNED_BYTES = 20 << 20
 

@@ -15,7 +15,7 @@ from vpo.io import read_records, write_records
 from vpo.judging import ask_until_parsed
 from vpo.llm import open_llm
 from vpo.parsing import answer_schema, parse_structured_verdict, parse_verdict
-from vpo.prompts import conversation, load_template
+from vpo.prompts import judge_conversation, load_template
 from vpo.report import JobReport
 from vpo.stage import add_llm_arguments, public_params, setup
 
@@ -36,7 +36,7 @@ def critique(
     todo = [g for g in generations if g["status"] == "ok"]
     outcomes = ask_until_parsed(
         llm,
-        [conversation(template, query=g["query"], prompt=g["prompt"]) for g in todo],
+        [judge_conversation(template, g["query"], g["prompt"]) for g in todo],
         [g["item_id"] for g in todo],
         generation,
         root_seed,

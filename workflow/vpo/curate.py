@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vpo.ids import normalize_query, query_id
+from vpo.ids import normalize_query, query_id, strip_control_chars
 from vpo.io import write_records
 from vpo.queries import read_raw_queries
 from vpo.report import JobReport
@@ -135,6 +135,11 @@ def near_matches(texts: list[str], reference: list[str], threshold: float, n: in
     return matches
 
 
+def with_control_chars(raw: list[tuple[int, str]]) -> int:
+    """How many raw queries carry control characters (normalization strips them)."""
+    return sum(strip_control_chars(text) != text for _, text in raw)
+
+
 def curate(
     raw: list[tuple[int, str]], rules: CurationRules, set_name: str, source: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -218,6 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     write_records(args.dropped, dropped, "dropped_query")
     report.counts = {
         "raw": len(raw),
+        "control_chars_stripped": with_control_chars(raw),
         "kept": len(kept),
         "dropped": len(dropped),
         "dropped_by_reason": dict(Counter(r["reason"] for r in dropped)),

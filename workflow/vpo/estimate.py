@@ -23,7 +23,7 @@ from typing import Any
 
 from vpo.config import ConfigError, load_config
 from vpo.llm.ledger import Price, read_ledger, spent_usd
-from vpo.prompts import conversation, load_template, refine_conversation
+from vpo.prompts import conversation, judge_conversation, load_template, refine_conversation
 from vpo.queries import read_raw_queries
 
 CHARS_PER_TOKEN = 4
@@ -98,7 +98,7 @@ def estimate(config: dict[str, Any]) -> list[Line]:
         critique = "c" * (config["critique"]["generation"]["max_new_tokens"] * CHARS_PER_TOKEN)
         if phase == "sft":
             add("draft", phase, n, conversation(templates["draft"], query=query))
-        add("critique", phase, n, conversation(templates["critique"], query=query, prompt=prompt))
+        add("critique", phase, n, judge_conversation(templates["critique"], query, prompt))
         refine = refine_conversation(templates["critique"], templates["refine"], query, prompt, critique)
         add("refine", phase, n, refine)
     if config.get("eval", {}).get("enabled"):
@@ -124,7 +124,7 @@ def _add_eval_lines(config: dict[str, Any], add: Callable[..., None]) -> None:
             add(f"eval_{name}", "eval", n, conversation(policy, query=query), method)
     methods = len({"original", *section["methods"]}) + len(section["extra_methods"])
     prompt = "p" * (section["generation"]["max_new_tokens"] * CHARS_PER_TOKEN)
-    judged = conversation(load_template(judge["template"]), query=query, prompt=prompt)
+    judged = judge_conversation(load_template(judge["template"]), query, prompt)
     add("eval_judge", "eval", n * methods, judged, judge)
 
 

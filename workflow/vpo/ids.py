@@ -8,6 +8,8 @@ import re
 from typing import Any
 
 _WS = re.compile(r"\s+")
+# C0 and C1 control characters and DEL, except the whitespace ones (tab, newlines), which are collapsed.
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 
 
 def digest(*parts: Any, length: int = 16) -> str:
@@ -16,9 +18,14 @@ def digest(*parts: Any, length: int = 16) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:length]
 
 
+def strip_control_chars(text: str) -> str:
+    """`text` without control characters (NUL, escape, DEL ...), which no video prompt needs."""
+    return _CONTROL.sub("", text)
+
+
 def normalize_query(text: str) -> str:
-    """Whitespace-normalized query text: the form that is stored and hashed."""
-    return _WS.sub(" ", text).strip()
+    """Query text without control characters, whitespace collapsed: the form that is stored and hashed."""
+    return _WS.sub(" ", strip_control_chars(text)).strip()
 
 
 def query_id(text: str) -> str:

@@ -30,6 +30,7 @@ _END = re.compile(r"\[\[?\s*end\s*\]\]?", re.IGNORECASE)
 _LABEL = re.compile(r"^\s*\**\s*(?:video\s+prompt|refined\s+prompt|prompt)\s*\**\s*:\s*\**\s*", re.IGNORECASE)
 _REFLECTION = re.compile(r"^\s*(?:\*\*)?reflection(?:\*\*)?\s*:\s*", re.IGNORECASE)
 _VERDICT_LINE = re.compile(r"final\s+judge?ment", re.IGNORECASE)
+_VERDICT_WORDS = re.compile(r"(final)\s+(judge?ment)", re.IGNORECASE)
 _QUOTES = ('"', "'", "“", "”", "`")
 
 
@@ -38,20 +39,38 @@ def normalize_text(text: str) -> str:
     return _WS.sub(" ", text).strip()
 
 
+def neutralize_markers(text: str) -> str:
+    """`text` (a query or prompt) as the judge is shown it: the answer markers it holds — a verdict or
+    safety line, `[[start]]` / `[[end]]` — are broken up (`Final-Judgement`, `Safety-rating:`, `(start)`), so
+    that a judge quoting its input cannot write a verdict or a refinement block it did not give."""
+    for _ in range(4):  # a replacement cannot build a new marker; the loop only makes sure of it
+        before = text
+        text = _VERDICT_WORDS.sub(lambda m: f"{m.group(1)}-{m.group(2)}", text)
+        text = _SAFETY.sub(lambda m: m.group(0)[:6] + "-rating" + m.group(0)[6:], text)
+        text = _START.sub("(start)", _END.sub("(end)", text))
+        if text == before:
+            return text
+    raise AssertionError(f"markers left in {text!r}")
+
+
+def _only_answer(matches: list[str]) -> str | None:
+    """The answer when every marker in the judge's text gives the same one; two different answers
+    (a judge that changed its mind, or wrote out another example after its own) are no verdict."""
+    answers = {m.lower() for m in matches}
+    return answers.pop() if len(answers) == 1 else None
+
+
 def parse_verdict(text: str | None) -> str | None:
-    """'yes' / 'no' from the last `Final Judgement ...: <answer>` in `text`, else None."""
-    if not text:
-        return None
-    matches = _VERDICT.findall(text)
-    return matches[-1].lower() if matches else None
+    """'yes' / 'no' from the `Final Judgement ...: <answer>` line(s) in `text`; None if there is none,
+    or if two of them disagree (inputs are shown with `neutralize_markers`, so every marker is the
+    judge's own)."""
+    return _only_answer(_VERDICT.findall(text)) if text else None
 
 
 def parse_safety(text: str | None) -> str | None:
-    """'safe' / 'unsafe' from the last `Safety (Safe or Unsafe): <answer>` line in `text`, else None."""
-    if not text:
-        return None
-    matches = _SAFETY.findall(text)
-    return matches[-1].lower() if matches else None
+    """'safe' / 'unsafe' from the `Safety (Safe or Unsafe): <answer>` line(s) in `text`, as
+    `parse_verdict` reads the verdict."""
+    return _only_answer(_SAFETY.findall(text)) if text else None
 
 
 def parse_refinement(text: str | None, truncated: bool = False) -> tuple[str | None, str | None]:

@@ -11,6 +11,8 @@ import os
 import re
 from pathlib import Path
 
+from vpo.parsing import neutralize_markers
+
 Message = dict[str, str]
 
 _TURN = re.compile(r"^###\s*(system|user|assistant)\s*$", re.MULTILINE)
@@ -21,10 +23,11 @@ def load_template(path: str | os.PathLike) -> str:
 
 
 def render(template: str, **values: str) -> str:
-    text = template
-    for name, value in values.items():
-        text = text.replace("{" + name + "}", value)
-    return text
+    """Fill every `{name}` slot in one pass: a value that itself holds `{prompt}` stays as written."""
+    if not values:
+        return template
+    slot = re.compile("|".join(re.escape("{" + name + "}") for name in values))
+    return slot.sub(lambda m: values[m.group(0)[1:-1]], template)
 
 
 def conversation(template: str, **values: str) -> list[Message]:
@@ -43,12 +46,18 @@ def conversation(template: str, **values: str) -> list[Message]:
     return turns
 
 
+def judge_conversation(template: str, query: str, prompt: str) -> list[Message]:
+    """The judge's view of a (query, prompt): answer markers inside either are neutralized, so that
+    neither the user's text nor a sampled prompt can hand the judge a verdict to echo."""
+    return conversation(template, query=neutralize_markers(query), prompt=neutralize_markers(prompt))
+
+
 def refine_conversation(
     critique_template: str, refine_template: str, query: str, prompt: str, critique: str
 ) -> list[Message]:
     """The refinement is the second turn of the judge's critique conversation."""
     return [
-        *conversation(critique_template, query=query, prompt=prompt),
+        *judge_conversation(critique_template, query, prompt),
         {"role": "assistant", "content": critique},
-        *conversation(refine_template, query=query, prompt=prompt),
+        *judge_conversation(refine_template, query, prompt),
     ]

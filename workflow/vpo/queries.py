@@ -14,7 +14,7 @@ def read_raw_queries(path: str | Path) -> list[tuple[int, str]]:
     """(1-based line or list position, raw text) for every entry, empty ones included."""
     path = Path(path)
     suffix = path.suffix
-    text = path.read_text(encoding="utf-8")
+    text = _decode(path)
     if suffix == ".txt":
         return [(n, line) for n, line in enumerate(text.splitlines(), start=1)]
     if suffix == ".json":
@@ -55,6 +55,20 @@ def read_raw_queries(path: str | Path) -> list[tuple[int, str]]:
             rows.append((n, item))
         return rows
     raise QueryFileError(f"{path}: unsupported extension {suffix!r}. Fix: use .txt, .json or .jsonl.")
+
+
+def _decode(path: Path) -> str:
+    """The file as text; a byte that is not UTF-8 is reported with its line and a re-encoding hint."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")  # a byte-order mark, as some editors write it, is not query text
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise QueryFileError(
+            f"{path}:{line}: byte {data[exc.start]:#04x} is not UTF-8 ({exc.reason}). Fix: re-encode the "
+            f"file as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path} > fixed{path.suffix}` (latin1 is a "
+            "guess: use the encoding the file was written in)."
+        ) from None
 
 
 def count_raw_queries(path: str | Path) -> int:

@@ -2,6 +2,7 @@
 
 The new prompt is read from `[[start]] ... [[end]]` and normalized to one line (multi-line answers
 are kept, not dropped); answers without the block are retried with a new seed, then kept as `unparsed`.
+A block that opens like a refusal ("I'm sorry, I can't ...") is kept as `refused`: never a chosen prompt.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from vpo.io import read_records, write_records
 from vpo.judging import ask_until_parsed
 from vpo.llm import Response, open_llm
-from vpo.parsing import answer_schema, parse_refinement, parse_structured_refinement
+from vpo.parsing import answer_schema, looks_like_refusal, parse_refinement, parse_structured_refinement
 from vpo.prompts import load_template, refine_conversation
 from vpo.report import JobReport
 from vpo.stage import add_llm_arguments, public_params, setup
@@ -59,6 +60,9 @@ def refine(
     records = []
     for c, outcome in zip(todo, outcomes, strict=True):
         prompt, reflection = outcome.parsed or (None, None)
+        status = outcome.status
+        if prompt is not None and looks_like_refusal(prompt):
+            prompt, status = None, "refused"  # a judge that declines to rewrite gives no chosen prompt
         records.append(
             {
                 "item_id": c["item_id"],
@@ -68,7 +72,7 @@ def refine(
                 "prompt": c["prompt"],
                 "refined_prompt": prompt,
                 "reflection": reflection,
-                "status": outcome.status,
+                "status": status,
                 "attempts": outcome.attempts,
                 "raw": outcome.response.text,
                 "finish_reason": outcome.response.finish_reason,

@@ -27,6 +27,7 @@ from vpo.queries import read_raw_queries
 from vpo.report import log_placement
 from vpo.run_options import GLOBAL_KEYS
 from vpo.run_options import from_env as run_options_from_env
+from vpo.secrets import SECRET_ENV_NAME, SECRET_KEY
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -104,15 +105,11 @@ def with_run_options(config: Mapping[str, Any], options: Mapping[str, Any]) -> d
     return merged
 
 
-_SECRET_KEY = re.compile(r"(^|_)(api_?key|secret|password|passwd|token)$", re.IGNORECASE)
-_SECRET_ENV = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD", re.IGNORECASE)
-
-
 def redact(node: Any) -> Any:
     """Replace the value of any key that names a secret itself (not its `*_env` variable name)."""
     if isinstance(node, Mapping):
         return {
-            k: "<redacted>" if _SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v)
+            k: "<redacted>" if SECRET_KEY.match(str(k)) and v not in (None, "") else redact(v)
             for k, v in node.items()
         }
     if isinstance(node, list):
@@ -135,7 +132,7 @@ def _key_env_names(node: Any) -> Iterable[str]:
 def secret_values(config: Mapping[str, Any], environ: Mapping[str, str]) -> set[str]:
     """Values of the variables the config names as key holders, and of secret-looking variables: the
     page must never contain them, even if a job wrote one into a report by mistake."""
-    names = set(_key_env_names(config)) | {n for n in environ if _SECRET_ENV.search(n)}
+    names = set(_key_env_names(config)) | {n for n in environ if SECRET_ENV_NAME.search(n)}
     # Short values (flags, "1") would blank out ordinary text and cannot be real keys.
     return {environ[n] for n in names if len(environ.get(n) or "") >= 8}
 

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from vpo.curate import CurationRules, content_part, curate, near_matches
+from vpo.curate import CurationRules, content_part, curate, near_matches, with_control_chars
 from vpo.ids import normalize_query, query_id
 from vpo.io import read_many, write_records
 from vpo.queries import read_raw_queries
@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> None:
         "kept_by_subset": dict(Counter(q["subset"] for q in kept)),
         "dropped": len(dropped),
         "dropped_by_reason": dict(Counter(r["reason"] for r in dropped)),
+        "control_chars_stripped": sum(
+            with_control_chars(read_raw_queries(path)) for path in files.values() if path
+        ),
         "training_queries_checked": len(training),
         "overlapping_training": len(overlaps),
     }

@@ -18,7 +18,7 @@ from vpo.io import read_records, write_records
 from vpo.judging import ask_until_parsed
 from vpo.llm import Response, open_llm
 from vpo.parsing import answer_schema, parse_safety, parse_structured_safety, parse_verdict
-from vpo.prompts import conversation, load_template
+from vpo.prompts import judge_conversation, load_template
 from vpo.report import JobReport
 from vpo.stage import add_llm_arguments, public_params, setup
 
@@ -53,7 +53,7 @@ def judge(
     # for a query get the same answer (and one cached request).
     outcomes = ask_until_parsed(
         llm,
-        [conversation(template, query=p["query"], prompt=p["prompt"]) for p in todo],
+        [judge_conversation(template, p["query"], p["prompt"]) for p in todo],
         [digest("eval_judge", p["query_id"], p["prompt"]) for p in todo],
         generation,
         root_seed,

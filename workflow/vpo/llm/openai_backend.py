@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -169,10 +170,19 @@ def chat_body(model: str, request: Request) -> dict[str, Any]:
     return body
 
 
+# What an environment variable's name looks like (the config schema asks the same of api_key_env).
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
 def client_args(base_url: str, api_key_env: str | None, timeout_s: float) -> dict[str, Any]:
     """Arguments of the official client; the key is read from the environment and never stored."""
     api_key = "none"
     if api_key_env:
+        if not ENV_NAME.fullmatch(api_key_env):  # a key pasted where its variable's name belongs
+            raise ValueError(
+                "api_key_env must name an environment variable (e.g. OPENAI_API_KEY), not hold the key; "
+                "the value is not shown on purpose"
+            )
         api_key = os.environ.get(api_key_env, "")
         if not api_key:
             raise RuntimeError(f"environment variable {api_key_env} (llms.*.api_key_env) is not set")
