@@ -4,6 +4,11 @@ same stage gives the same schema-valid records with either backend."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -65,3 +70,24 @@ def test_hf_and_served_openai_backends_agree(tiny_lm, tmp_path):
     assert _completions_served(tmp_path) == len(QUERIES)
     report = json.loads((tmp_path / "openai-again.report.json").read_text())
     assert report["llm"]["cache_hits"] == len(QUERIES)
+
+
+def test_sigterm_to_the_job_stops_the_server_it_started(tiny_lm, tmp_path):
+    # As Slurm ends a job at its time limit: SIGTERM to the job, never to the server's own session.
+    script = (
+        "import logging, time\n"
+        "from vpo.llm.server import local_server\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        f"with local_server('transformers', {str(tiny_lm)!r}, log_path={str(tmp_path / 'server.log')!r}):\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    job = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert job.stdout.readline().strip() == "ready", job.stderr.read()
+    job.send_signal(signal.SIGTERM)
+    assert job.wait(timeout=60) == 128 + signal.SIGTERM
+    server_pid = int(re.search(r"model server pid (\d+)", job.stderr.read()).group(1))
+    with pytest.raises(ProcessLookupError):
+        os.kill(server_pid, 0)

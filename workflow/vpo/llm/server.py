@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -67,14 +68,37 @@ def local_server(
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": hub_cache}
     cmd = server_command(kind, model, port)
     log.info("starting %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with _sigterm_as_exit():
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.info("model server pid %d on port %d", proc.pid, port)
+        try:
+            _wait_healthy(proc, port, startup_timeout_s, log_path)
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            _stop(proc)
+            log_file.close()
+            shutil.rmtree(hub_cache, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Slurm ends a job (time limit, scancel, preemption) with SIGTERM. The server runs in its own
+    session, so the signal does not reach it: raise SystemExit instead, so that the block above stops
+    the server (by PID) rather than leaving it holding the node's memory and GPUs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        _wait_healthy(proc, port, startup_timeout_s, log_path)
-        yield f"http://127.0.0.1:{port}/v1"
+        yield
     finally:
-        _stop(proc)
-        log_file.close()
-        shutil.rmtree(hub_cache, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _wait_healthy(proc: subprocess.Popen, port: int, timeout_s: float, log_path) -> None:
