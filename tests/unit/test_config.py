@@ -150,6 +150,7 @@ def remote_llm(**fields):
     [
         (remote_llm(api_key_env=KEY), r"llms\.remote\.api_key_env hold a value shaped like an API key"),
         (remote_llm(api_key_env="my key"), r"'llms\.remote\.api_key_env': .*NAME of an environment variable"),
+        (remote_llm(api_key_env="xq" + KEY[3:]), r"'llms\.remote\.api_key_env': the value is refused"),
         (
             remote_llm(base_url=f"https://user:{KEY[:8]}@api.example.org/v1"),
             r"'llms\.remote\.base_url' carries",
@@ -162,7 +163,7 @@ def test_keys_in_the_config_are_refused_and_never_repeated(config, llm, message)
     config["llms"]["remote"] = llm
     with pytest.raises(ConfigError, match=message) as info:
         validate_config(config)
-    assert KEY not in str(info.value) and KEY[:8] not in str(info.value) and "Fix:" in str(info.value)
+    assert KEY[3:] not in str(info.value) and KEY[:8] not in str(info.value) and "Fix:" in str(info.value)
 
 
 def test_a_key_anywhere_is_refused(config):

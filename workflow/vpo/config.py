@@ -118,7 +118,9 @@ def _describe(source: str, error: jsonschema.ValidationError) -> str:
         hint = _PATTERN_HINTS.get(pattern, ("", f"it must match {pattern}. Fix: change it"))[1]
         if "propertyNames" in error.schema_path:  # the offending value is an entry's own name
             return f"{source}: key '{key}.{error.instance}': the name {error.instance!r} is refused: {hint}."
-        return f"{source}: key '{key}': the value {error.instance!r} is refused: {hint}."
+        # A wrong api_key_env or base_url may be a key itself (of a shape we do not know): never repeat it.
+        shown = "" if key.endswith(("api_key_env", "base_url")) else f" {error.instance!r}"
+        return f"{source}: key '{key}': the value{shown} is refused: {hint}."
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         allowed = ", ".join(sorted(error.schema.get("properties", {}))) or "see config/README.md"
