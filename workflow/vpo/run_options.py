@@ -35,17 +35,18 @@ EXECUTION_KEYS = (
 
 
 # Top-level keys that are run options as a whole.
-GLOBAL_KEYS = ("prices", "budget_usd")
+GLOBAL_KEYS = ("prices", "budget_usd", "vllm_python")
 
 
 def run_options(config: dict[str, Any]) -> dict[str, Any]:
-    """What the Snakefile exports: execution keys of every `llms` entry, prices and the budget."""
+    """What the Snakefile exports: execution keys of every `llms` entry, prices, the budget and where
+    vLLM is installed."""
     return {
         "llms": {
             name: {k: v for k, v in entry.items() if k in EXECUTION_KEYS}
             for name, entry in config["llms"].items()
         },
-        **{key: config.get(key) for key in GLOBAL_KEYS},
+        **{key: config[key] for key in GLOBAL_KEYS if key in config},
     }
 
 

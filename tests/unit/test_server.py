@@ -1,0 +1,42 @@
+"""The argv of the model servers a job starts: every documented vLLM setting reaches `vllm serve`, as
+separate arguments (never through a shell), and the CPU engine gets the flag its seeded sampling needs."""
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from vpo.config import validate_config
+from vpo.llm.server import VLLM_DEFAULTS, server_command
+
+
+def test_vllm_settings_become_server_arguments():
+    settings = {
+        "tensor_parallel_size": 4, "max_model_len": 4096, "gpu_memory_utilization": 0.85, "dtype": "bfloat16",
+        "enable_prefix_caching": False, "seed": 7, "extra_args": ["--enforce-eager", "--max-num-seqs", "64"],
+    }  # fmt: skip
+    cmd = server_command(
+        "vllm", "/ckpt/sft model", 8123, vllm=settings, device="cuda", vllm_python="/env/bin/python"
+    )
+    assert cmd[:3] == ["/env/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    pairs = dict(zip(cmd[3:-4:2], cmd[4:-4:2], strict=True))
+    assert pairs == {
+        "--model": "/ckpt/sft model", "--served-model-name": "/ckpt/sft model", "--host": "127.0.0.1",
+        "--port": "8123", "--tensor-parallel-size": "4", "--dtype": "bfloat16",
+        "--gpu-memory-utilization": "0.85", "--seed": "7", "--max-model-len": "4096",
+    }  # fmt: skip
+    assert cmd[-4:] == ["--no-enable-prefix-caching", "--enforce-eager", "--max-num-seqs", "64"]
+    assert "--no-enable-chunked-prefill" not in cmd
+
+
+def test_cpu_engine_runs_without_chunked_prefill_and_defaults_match_the_schema():
+    cmd = server_command("vllm", "m", 1, device="cpu", vllm_python="py")
+    assert "--no-enable-chunked-prefill" in cmd and "--max-model-len" not in cmd
+    assert "--enable-prefix-caching" in cmd
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["sample"].update(backend="openai", serve="vllm")
+    assert validate_config(config, check_files=False)["sample"]["vllm"] == VLLM_DEFAULTS
+
+
+def test_unknown_server_kind():
+    with pytest.raises(ValueError, match="expected transformers or vllm"):
+        server_command("tgi", "m", 1)
