@@ -90,7 +90,7 @@ def open_llm(
             yield cached
         return
 
-    from vpo.llm.server import VLLM_ANSWER_KEYS, VLLM_DEFAULTS, local_server
+    from vpo.llm.server import VLLM_ANSWER_KEYS, local_server, vllm_defaults
 
     path, kind = spec["model_path"], spec["serve"]
     gen_config = None
@@ -100,7 +100,7 @@ def open_llm(
     fingerprint = f"{kind}-serve|{weights_fingerprint(path)}"
     settings: dict[str, Any] = {}
     if kind == "vllm":
-        vllm = {**VLLM_DEFAULTS, **(spec.get("vllm") or {})}
+        vllm = {**vllm_defaults(), **(spec.get("vllm") or {})}
         fingerprint += "|" + digest("vllm", {k: vllm[k] for k in VLLM_ANSWER_KEYS})
         settings = {
             "vllm": vllm,

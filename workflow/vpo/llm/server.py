@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import shutil
@@ -54,7 +55,7 @@ def server_command(
         return [_executable("transformers"), "serve", model, "--host", "127.0.0.1", "--port", str(port)]
     if kind != "vllm":
         raise ValueError(f"unknown server kind {kind!r}; expected transformers or vllm")
-    settings = {**VLLM_DEFAULTS, **(vllm or {})}
+    settings = {**vllm_defaults(), **(vllm or {})}
     program = (
         [vllm_python, "-m", "vllm.entrypoints.openai.api_server"]
         if vllm_python
@@ -86,17 +87,14 @@ def server_command(
     return [*cmd, *settings["extra_args"]]
 
 
-# The schema's defaults of the `vllm` settings (config.schema.yaml, $defs/vllm), for specs built by hand.
-VLLM_DEFAULTS: dict[str, Any] = {
-    "tensor_parallel_size": 1,
-    "max_model_len": None,
-    "gpu_memory_utilization": None,
-    "dtype": "auto",
-    "enable_prefix_caching": True,
-    "seed": 0,
-    "cpu_kv_cache_gib": 2,
-    "extra_args": [],
-}
+def vllm_defaults() -> dict[str, Any]:
+    """The `vllm` settings' defaults, from the config schema (their one source), for specs built by hand."""
+    from vpo.schemas import load_schema
+
+    properties = load_schema("config.schema.yaml")["$defs"]["vllm"]["properties"]
+    return {name: copy.deepcopy(prop["default"]) for name, prop in properties.items()}
+
+
 # The settings that change answers, hence part of the served model's fingerprint (the item-cache key).
 VLLM_ANSWER_KEYS = ("dtype", "max_model_len", "seed", "extra_args")
 
@@ -118,7 +116,7 @@ def local_server(
     cmd = server_command(kind, model, port, **settings)
     if kind == "vllm" and settings.get("device") == "cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = str(
-            {**VLLM_DEFAULTS, **(settings.get("vllm") or {})}["cpu_kv_cache_gib"]
+            {**vllm_defaults(), **(settings.get("vllm") or {})}["cpu_kv_cache_gib"]
         )
     log.info("starting %s", " ".join(cmd))
     with _sigterm_as_exit():
