@@ -7,15 +7,23 @@ import importlib
 import importlib.metadata
 import sys
 
-# command → (module whose main(argv) runs it, one-line summary)
+# command → (one-line summary, module whose main(argv) runs it; None: defined here)
 COMMANDS = {
-    "rewrite": ("vpo.rewrite", "rewrite queries with a trained policy (vpo rewrite --help)"),
-    "audit": ("vpo.audit", "where a pair, candidate, video or file came from: vpo audit <id | path>"),
-    "export-crate": ("vpo.crate", "the run as an RO-Crate (workflow, config, outputs with sha256, jobs)"),
-    "estimate": ("vpo.estimate", "what the LLM calls of a config may cost: vpo estimate config/paper.yaml"),
-    "check-config": ("vpo.cli", "validate config files: vpo check-config config/paper.yaml"),
-    "config-doc": ("vpo.cli", "print config/README.md, generated from the config schema"),
+    "rewrite": ("rewrite queries with a trained policy (vpo rewrite --help)", "vpo.rewrite"),
+    "audit": ("where a pair, candidate, video or file came from: vpo audit <id | path>", "vpo.audit"),
+    "export-crate": ("the run as an RO-Crate (workflow, config, outputs with sha256, jobs)", "vpo.crate"),
+    "estimate": ("what the LLM calls of a config may cost: vpo estimate config/paper.yaml", "vpo.estimate"),
+    "check-config": ("validate config files: vpo check-config config/paper.yaml", None),
+    "config-doc": ("print config/README.md, generated from the config schema", None),
 }
+
+
+class _Version(argparse.Action):
+    """--version, computed only when asked (it runs git)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version())
+        parser.exit()
 
 
 def version() -> str:
@@ -30,10 +38,10 @@ def make_parser() -> argparse.ArgumentParser:
         prog="vpo",
         usage="vpo [--version] command [arguments]",
         description="VPO workflow tools. Each command has its own --help.",
-        epilog="\n".join(f"  {name:<13} {summary}" for name, (_, summary) in COMMANDS.items()),
+        epilog="\n".join(f"  {name:<13} {summary}" for name, (summary, _) in COMMANDS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=version())
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and git commit")
     parser.add_argument("command", choices=list(COMMANDS), help="one of the commands below")
     return parser
 
@@ -80,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "export-crate":
         importlib.import_module("vpo.crate").main(rest, prog="vpo export-crate")
     else:
-        importlib.import_module(COMMANDS[args.command][0]).main(rest)
+        importlib.import_module(COMMANDS[args.command][1]).main(rest)
 
 
 if __name__ == "__main__":
