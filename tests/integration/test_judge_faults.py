@@ -64,7 +64,8 @@ def test_twenty_percent_faults_lose_no_record(tiny_lm, tmp_path):
         llm = CachedLLM(backend, ResponseCache(tmp_path / cache))
         return critique(rows, llm, TEMPLATE, GREEDY, 0, 0), llm, backend
 
-    with local_server("transformers", str(tiny_lm), log_path=tmp_path / "server.log") as base_url:
+    with local_server("transformers", str(tiny_lm), log_path=tmp_path / "server.log") as server:
+        base_url = server.url
         clean, _, _ = judge(base_url, "clean")
         rates = dict.fromkeys(FAULTS, 0.04)  # 20 % in all, spread over the five kinds
         with FaultProxy(base_url, rates, seed=3, hang_s=5.0) as proxy:

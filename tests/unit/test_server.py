@@ -41,3 +41,47 @@ def test_cpu_engine_runs_without_chunked_prefill_and_defaults_match_the_schema()
 def test_unknown_server_kind():
     with pytest.raises(ValueError, match="expected transformers or vllm"):
         server_command("tgi", "m", 1)
+
+
+@pytest.fixture
+def stand_in_server(monkeypatch, tmp_path):
+    """`python -m http.server` over a folder holding `health`: a process that answers the health probe,
+    standing in for a model server so the job-side lifecycle is tested in a second."""
+    import sys
+
+    import vpo.llm.server as server
+
+    (tmp_path / "health").write_text("ok")
+
+    def command(kind: str, model: str, port: int, **settings) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(tmp_path),
+        ]
+
+    monkeypatch.setattr(server, "server_command", command)
+    return server
+
+
+def test_a_server_that_dies_during_the_job_fails_the_job(stand_in_server, tmp_path):
+    import os
+    import signal
+
+    died = pytest.raises(stand_in_server.ServerDied, match="exited with code -9 while the job ran")
+    with died, stand_in_server.local_server("vllm", "m", log_path=tmp_path / "server.log") as server:
+        assert server.exit_code() is None
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+        assert server.exit_code() == -signal.SIGKILL
+
+
+def test_a_server_that_lives_is_stopped_quietly(stand_in_server, tmp_path):
+    with stand_in_server.local_server("vllm", "m") as server:
+        process = server.process
+    assert process.returncode is not None

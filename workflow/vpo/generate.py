@@ -1,7 +1,8 @@
 """Stages `draft` and `sample`: K prompts per query from an LLM (the teacher, or the SFT policy).
 
-Each prompt is one request with its own seed derived from the candidate id, so answers are
-reproducible and cached item by item. Empty or failed answers are kept with their status.
+Each prompt is one request with its own seed; the K seeds of a query are consecutive, derived from the
+query and the model, so a vLLM server answers them in one request with `n = K` and each answer is still
+reproducible and cached on its own. Empty or failed answers are kept with their status.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 from collections import Counter
 from typing import Any
 
-from vpo.ids import candidate_id, derive_seed
+from vpo.ids import candidate_id, consecutive_seeds
 from vpo.io import read_records, write_records
 from vpo.llm import Request, open_llm
 from vpo.parsing import clean_prompt
@@ -33,9 +34,9 @@ def generate(
 ) -> list[dict[str, Any]]:
     items = []
     for query in queries:
-        for index in range(k):
-            cid = candidate_id(query["query_id"], llm.fingerprint, index)
-            items.append((query, index, cid, derive_seed(root_seed, role, cid)))
+        seeds = consecutive_seeds(root_seed, k, role, query["query_id"], llm.fingerprint)
+        for index, seed in enumerate(seeds):
+            items.append((query, index, candidate_id(query["query_id"], llm.fingerprint, index), seed))
     requests = [
         Request.build(conversation(template, query=q["query"]), generation, seed) for q, _, _, seed in items
     ]

@@ -43,6 +43,13 @@ def derive_seed(root_seed: int, *parts: Any) -> int:
     return int(digest("seed", root_seed, *parts, length=8), 16) & 0x7FFFFFFF
 
 
+def consecutive_seeds(root_seed: int, count: int, *parts: Any) -> range:
+    """`count` consecutive 31-bit seeds s, s+1, … for the samples of one item. vLLM answers a request with
+    `n = count` and seed s as `count` requests with these seeds, so sample i stays reproducible alone."""
+    start = int(digest("seed", root_seed, *parts, length=8), 16) % (0x80000000 - count + 1)
+    return range(start, start + count)
+
+
 def shard_of(qid: str, n_shards: int) -> int:
     """Shard a query belongs to; depends only on its id, so other queries never move it."""
     return int(qid[:8], 16) % n_shards

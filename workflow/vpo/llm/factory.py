@@ -107,12 +107,19 @@ def open_llm(
             "device": spec.get("device", "auto"),
             "vllm_python": from_env().get("vllm_python"),
         }
-    with local_server(kind, path, log_path=server_log, **settings) as base_url:
+    with local_server(kind, path, log_path=server_log, **settings) as server:
+
+        def server_gone() -> str | None:  # no retry can help once the job's own server is gone
+            code = server.exit_code()
+            return None if code is None else f"the model server exited with code {code}"
+
         served = OpenAIBackend(
-            base_url,
+            server.url,
             path,
             fingerprint,
             server_generation_config=gen_config,
+            parallel_sampling=kind == "vllm",  # K candidates of a query in one request (n = K)
+            give_up=server_gone,
             **online,
         )
         # A local server costs no money, but its token usage is recorded like any other.

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import openai
@@ -46,6 +47,11 @@ class OpenAIBackend:
 
     `server_generation_config` is for `transformers serve`, which ignores `temperature`/`top_p` unless
     sampling is switched on in a `generation_config` sent with the request (see cpu-notes).
+
+    `parallel_sampling` (vLLM): requests that differ only in consecutive seeds s, s+1, …, s+n−1 go out as
+    one request with `n` and seed s. vLLM answers choice i as a request with seed s+i, so each answer is
+    the one its own request would get, and is cached as that request's (see `sibling_groups`).
+    `give_up` returns a reason to stop retrying at once (the job's own server died), else None.
     """
 
     def __init__(
@@ -63,7 +69,11 @@ class OpenAIBackend:
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         gate: Ledger | None = None,
+        parallel_sampling: bool = False,
+        give_up: Callable[[], str | None] | None = None,
     ):
+        if parallel_sampling and gate is not None:
+            raise ValueError("parallel_sampling is for local servers; a budget gate admits single requests")
         self.base_url = base_url
         self.model = model
         self.fingerprint = fingerprint
@@ -74,6 +84,8 @@ class OpenAIBackend:
         self.server_generation_config = server_generation_config
         self.limits = (requests_per_minute, tokens_per_minute)
         self.gate = gate
+        self.parallel_sampling = parallel_sampling
+        self.give_up = give_up
         self.retries = 0  # attempts beyond the first, over the backend's life (for the stage report)
         self._client_args = client_args(base_url, api_key_env, timeout_s)
 
@@ -84,21 +96,31 @@ class OpenAIBackend:
         client = openai.AsyncOpenAI(**self._client_args)
         limit = asyncio.Semaphore(self.max_concurrency)
         pacing = RateLimiter(*self.limits)
+        groups = sibling_groups(requests) if self.parallel_sampling else [[i] for i in range(len(requests))]
 
-        async def one(i: int) -> None:
+        async def one(group: list[int]) -> None:
             async with limit:
-                if self.gate is not None and not self.gate.admit(requests[i]):
-                    on_result(i, Response(text=None, finish_reason=None, error=OVER_BUDGET))
+                first = requests[group[0]]
+                if self.gate is not None and not self.gate.admit(first):
+                    on_result(group[0], Response(text=None, finish_reason=None, error=OVER_BUDGET))
                     return
-                on_result(i, await self._complete(client, pacing, requests[i]))
+                for i, response in zip(
+                    group, await self._complete(client, pacing, first, len(group)), strict=True
+                ):
+                    on_result(i, response)
 
         try:
-            await asyncio.gather(*(one(i) for i in range(len(requests))))
+            await asyncio.gather(*(one(group) for group in groups))
         finally:
             await client.close()
 
-    async def _complete(self, client: openai.AsyncOpenAI, pacing: RateLimiter, request: Request) -> Response:
+    async def _complete(
+        self, client: openai.AsyncOpenAI, pacing: RateLimiter, request: Request, n: int = 1
+    ) -> list[Response]:
+        """The answers of `request` with seeds seed … seed+n−1 (one HTTP request; n > 1 only for vLLM)."""
         kwargs = chat_body(self.model, request)
+        if n > 1:
+            kwargs.update(n=n, extra_body={"return_token_ids": True})
         if self.server_generation_config is not None:
             kwargs["extra_body"] = {
                 "generation_config": json.dumps(
@@ -111,24 +133,28 @@ class OpenAIBackend:
                     }
                 )
             }
-        tokens = estimate_tokens(request.prompt_chars(), request.max_new_tokens)
+        tokens = n * estimate_tokens(request.prompt_chars(), request.max_new_tokens)
         error = ""
         for attempt in range(self.max_retries + 1):
             await pacing.acquire(tokens)
             failure: Exception
             try:
                 completion = await client.chat.completions.create(**kwargs)
-                response = to_response(completion.model_dump())
+                responses = to_responses(completion.model_dump(), n)
             except (*_TRANSIENT, MalformedResponse) as exc:
                 failure = exc
             except openai.APIStatusError as exc:
                 if exc.status_code not in _RETRYABLE_STATUS:  # other 4xx: retrying cannot help
-                    return Response(text=None, finish_reason=None, error=f"{type(exc).__name__}: {exc}")
+                    return _failed(n, f"{type(exc).__name__}: {exc}")
                 failure = exc
             else:
-                response.attempts = attempt + 1
-                return response
+                for response in responses:
+                    response.attempts = attempt + 1
+                return responses
             error = f"{type(failure).__name__}: {str(failure)[:300]}"
+            reason = self.give_up() if self.give_up is not None else None
+            if reason is not None:
+                return _failed(n, f"{reason}; last: {error}", attempt + 1)
             if attempt == self.max_retries:
                 break
             self.retries += 1
@@ -139,7 +165,7 @@ class OpenAIBackend:
                 pacing.pause(hinted)
             log.warning("attempt %d failed (%s); retrying in %.2fs", attempt + 1, error[:200], delay)
             await asyncio.sleep(delay)
-        return Response(text=None, finish_reason=None, error=error, attempts=self.max_retries + 1)
+        return _failed(n, error, self.max_retries + 1)
 
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt))
@@ -189,19 +215,66 @@ def client_args(base_url: str, api_key_env: str | None, timeout_s: float) -> dic
     return {"base_url": base_url, "api_key": api_key, "timeout": timeout_s, "max_retries": 0}
 
 
+def _failed(n: int, error: str, attempts: int = 1) -> list[Response]:
+    return [Response(text=None, finish_reason=None, error=error, attempts=attempts) for _ in range(n)]
+
+
+def sibling_groups(requests: Sequence[Request]) -> list[list[int]]:
+    """Indices of `requests` in groups that one `n`-request can answer: equal but for their seeds, which
+    run consecutively (s, s+1, …). A resumed shard that lacks candidates 1 and 3 of a query sends them
+    alone, with seeds s+1 and s+3, and gets what the group request gave them."""
+    by_prompt: dict[Request, list[int]] = {}
+    for i, request in enumerate(requests):
+        by_prompt.setdefault(dataclasses.replace(request, seed=0), []).append(i)
+    groups: list[list[int]] = []
+    for indices in by_prompt.values():
+        indices.sort(key=lambda i: requests[i].seed)
+        run = [indices[0]]
+        for i in indices[1:]:
+            if requests[i].seed == requests[run[-1]].seed + 1:
+                run.append(i)
+            else:
+                groups.append(run)
+                run = [i]
+        groups.append(run)
+    return groups
+
+
 def to_response(completion: dict[str, Any]) -> Response:
     """A chat.completion object (as JSON) to a Response; MalformedResponse when it is not one."""
+    return to_responses(completion, 1)[0]
+
+
+def to_responses(completion: dict[str, Any], n: int) -> list[Response]:
+    """The `n` choices of a chat.completion object (as JSON), in order; MalformedResponse when it is not
+    one. With n > 1 the prompt's tokens go to the first answer (the server read the prompt once) and each
+    answer gets its own completion tokens (vLLM's `token_ids`); the usage totals stay the server's."""
     try:
-        choice = completion["choices"][0]
-        message = choice["message"]
+        choices = sorted(completion["choices"], key=lambda choice: choice.get("index", 0))
+        if len(choices) != n:
+            raise MalformedResponse(f"asked for {n} choices, got {len(choices)}")
         usage = completion.get("usage") or {}
-        return Response(
-            text=(message.get("content") or "").strip(),
-            finish_reason=choice.get("finish_reason"),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            refusal=message.get("refusal"),
-        )
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
+        responses = []
+        for j, choice in enumerate(choices):
+            message = choice["message"]
+            if n == 1:
+                own = completion_tokens
+            elif choice.get("token_ids") is not None:
+                own = len(choice["token_ids"])
+            else:  # a server without per-choice counts: the whole usage stays on the first answer
+                own = completion_tokens if j == 0 else 0
+            responses.append(
+                Response(
+                    text=(message.get("content") or "").strip(),
+                    finish_reason=choice.get("finish_reason"),
+                    prompt_tokens=prompt_tokens if j == 0 else 0,
+                    completion_tokens=own,
+                    refusal=message.get("refusal"),
+                )
+            )
+        return responses
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise MalformedResponse(f"not a chat completion: {str(completion)[:200]}") from exc
 

@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,22 @@ def vllm_defaults() -> dict[str, Any]:
 VLLM_ANSWER_KEYS = ("dtype", "max_model_len", "seed", "extra_args")
 
 
+@dataclass(frozen=True)
+class Server:
+    """A model server a job started: its OpenAI base URL, and whether it still runs."""
+
+    url: str
+    process: subprocess.Popen
+
+    def exit_code(self) -> int | None:
+        """None while the server runs; its exit code once it died (crash, out of memory, killed)."""
+        return self.process.poll()
+
+
+class ServerDied(RuntimeError):
+    """The job's model server exited while the job still needed it."""
+
+
 @contextlib.contextmanager
 def local_server(
     kind: str,
@@ -106,8 +123,10 @@ def local_server(
     log_path: str | os.PathLike | None = None,
     startup_timeout_s: float = 600.0,
     **settings: Any,
-) -> Iterator[str]:
-    """Yield the base URL of a server on a free loopback port; stop it (by PID) when the block ends.
+) -> Iterator[Server]:
+    """Yield a server on a free loopback port; stop it (by PID) when the block ends. A server that died
+    before the block ended fails the job (`ServerDied`), so the scheduler re-runs it: the answers it gave
+    are in the item cache, and only the missing ones are asked again.
     `settings` go to `server_command` (vllm, device, vllm_python)."""
     port = free_port()
     log_file = open(log_path, "ab") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
@@ -126,7 +145,12 @@ def local_server(
         log.info("model server pid %d on port %d", proc.pid, port)
         try:
             _wait_healthy(proc, port, startup_timeout_s, log_path)
-            yield f"http://127.0.0.1:{port}/v1"
+            yield Server(f"http://127.0.0.1:{port}/v1", proc)
+            if proc.poll() is not None:
+                raise ServerDied(
+                    f"the {kind} model server exited with code {proc.returncode} while the job ran "
+                    f"(its log: {log_path or 'not kept'}); the answers it gave are cached: re-run the job"
+                )
         finally:
             _stop(proc)
             log_file.close()
@@ -171,6 +195,9 @@ def _wait_healthy(proc: subprocess.Popen, port: int, timeout_s: float, log_path)
 
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
+        # The server died on its own; its children (vLLM's engine processes) may live on in its group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         return
     os.killpg(proc.pid, signal.SIGTERM)
     try:
