@@ -88,5 +88,19 @@ def build_tiny_lm(out: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """A clean copy of the project (no built models, no results) with the default DAG run in it, once
+    per session: the whole-DAG tests share it, and the Slurm run starts from its item caches."""
+    from tests.workflow_run import copy_project, run_snakemake
+
+    root = tmp_path_factory.mktemp("vpo")
+    copy_project(root)
+    run = run_snakemake(root)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    root.joinpath("first-run.log").write_text(run.stdout + run.stderr)
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory) -> Path:
     return build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-llama")

@@ -1,8 +1,12 @@
-"""Shared by the whole-DAG tests (local and Slurm): a clean project copy, and the job table of a run."""
+"""Shared by the whole-DAG tests (local and Slurm): a clean project copy, a local Snakemake run, and the
+job table of a run."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +22,19 @@ def copy_project(root: Path) -> None:
         else:
             shutil.copy2(source, root / name)
     shutil.copytree(REPO / "resources", root / "resources", ignore=shutil.ignore_patterns("models"))
+
+
+def run_snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """`snakemake --cores 2 ARGS` in `workdir`, with the venv's Python first on PATH for the jobs."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def jobs_by_rule(log: str) -> Counter:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow_run import copy_project, jobs_by_rule
+from tests.workflow_run import jobs_by_rule
+from tests.workflow_run import run_snakemake as snakemake
 from vpo.curate import content_part, near_matches
 from vpo.io import read_records
 from vpo.schemas import validate_records
@@ -78,27 +79,10 @@ RECORD_TYPES = {  # output glob -> record schema
 }
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A clean copy of the project (no built models, no results) with the default DAG run in it."""
-    root = tmp_path_factory.mktemp("vpo")
-    copy_project(root)
-    run = snakemake(root)
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    root.joinpath("first-run.log").write_text(run.stdout + run.stderr)
-    return root
+def project(default_run) -> Path:
+    """The session's default run (tests/conftest.py); the tests below also re-run parts of it."""
+    return default_run
 
 
 def test_runs_every_stage_once(project):

@@ -116,9 +116,16 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str) -> T:
 
 
 @pytest.fixture(scope="module")
-def slurm_run(slurm_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> SlurmRun:
+def slurm_run(
+    slurm_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> SlurmRun:
     root = tmp_path_factory.mktemp("vpo-slurm")
     copy_project(root)
+    if any("default_run" in item.fixturenames for item in request.session.items):
+        # The session runs the default DAG locally as well: start from its item caches, so that every
+        # job still runs as a Slurm job but answers its model calls, videos and rewards from them
+        # instead of computing the same ones again (the cancel test below clears its videos' cache).
+        shutil.copytree(request.getfixturevalue("default_run") / "results/cache", root / "results/cache")
     before = {job["JobId"] for job in slurm_cluster.jobs()}
     start = time.monotonic()
     done = subprocess.run(

@@ -59,3 +59,19 @@ def test_reusing_the_shared_prefix_changes_no_answer(tiny_lm):
     )
     assert [r.text for r in reused] == [r.text for r in plain]
     assert all(r.completion_tokens > 0 for r in reused)
+
+
+def test_a_stop_string_ends_the_row_and_is_not_part_of_the_answer(tiny_lm):
+    backend = HFBackend(str(tiny_lm), "hf|tiny", batch_size=4, device="cpu")
+    free = run(backend, [req("a red cat at sunset", seed=3, temperature=0.0, max_new_tokens=20)])[0]
+    words = free.text.split()
+    assert len(words) >= 4, free.text
+    stop_word = words[2]
+    cut = free.text[: free.text.find(stop_word)].strip()
+    stopped = run(
+        backend, [req("a red cat at sunset", seed=3, temperature=0.0, max_new_tokens=20, stop=[stop_word])]
+    )[0]
+    assert stopped.text == cut and stopped.finish_reason == "stop"
+    assert stopped.completion_tokens < free.completion_tokens  # generation ended there, not just the text
+    # No stop strings: the request and its cache key are what they were before `stop` existed.
+    assert "stop" not in req("x", 1).decoding() and req("x", 1, stop=["y"]).decoding()["stop"] == ["y"]

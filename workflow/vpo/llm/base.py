@@ -22,6 +22,7 @@ class Request:
     seed: int
     # JSON Schema of a structured answer (canonical JSON text), or None for free text.
     response_schema: str | None = None
+    stop: tuple[str, ...] = ()  # strings that end the answer, besides the model's end tokens
 
     @classmethod
     def build(
@@ -38,6 +39,7 @@ class Request:
             max_new_tokens=int(generation["max_new_tokens"]),
             seed=int(seed),
             response_schema=json.dumps(response_schema, sort_keys=True) if response_schema else None,
+            stop=tuple(generation.get("stop") or ()),
         )
 
     def chat(self) -> list[Message]:
@@ -45,7 +47,7 @@ class Request:
 
     def decoding(self) -> dict[str, Any]:
         """What shapes the answer besides the messages and the seed (part of the cache key). The schema
-        appears only when set, so free-text keys stay what they were before structured outputs existed."""
+        and stop strings appear only when set, so other keys stay what they were before they existed."""
         decoding: dict[str, Any] = {
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -53,6 +55,8 @@ class Request:
         }
         if self.response_schema is not None:
             decoding["response_schema"] = json.loads(self.response_schema)
+        if self.stop:
+            decoding["stop"] = list(self.stop)
         return decoding
 
     def prompt_chars(self) -> int:

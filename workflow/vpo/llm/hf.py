@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from itertools import groupby
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from vpo.llm.base import Request, Response, ResultCallback
 
@@ -44,6 +51,22 @@ class SeededRowSampler(LogitsProcessor):
         out = torch.full_like(scores, float("-inf"))
         out[torch.arange(scores.shape[0]), choice] = 0.0
         return out
+
+
+class StopOnStrings(StoppingCriteria):
+    """Finishes each row whose newest tokens spell one of the stop strings (any tokenizer: it reads the
+    decoded text of the last few tokens, where transformers' own `stop_strings` needs a BPE vocabulary)."""
+
+    def __init__(self, tokenizer, stop: Sequence[str], prompt_length: int):
+        self.tokenizer = tokenizer
+        self.stop = list(stop)
+        self.prompt_length = prompt_length
+        self.window = max(len(s) for s in stop) + 1  # every token spells at least one character
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        start = max(self.prompt_length, input_ids.shape[1] - self.window)
+        tails = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=False)
+        return torch.tensor([any(s in tail for s in self.stop) for tail in tails], device=input_ids.device)
 
 
 def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
@@ -105,6 +128,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """`text` up to the earliest stop string (excluded, as OpenAI-compatible servers return it), and
+    whether one was found."""
+    ends = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return (text[: min(ends)], True) if ends else (text, False)
+
+
 class HFBackend:
     def __init__(
         self,
@@ -135,9 +165,9 @@ class HFBackend:
 
     def generate(self, requests: Sequence[Request], on_result: ResultCallback) -> None:
         # Batches hold requests with equal decoding settings, similar lengths first (less padding).
-        def decoding(i: int) -> tuple[float, float, int]:
+        def decoding(i: int) -> tuple[float, float, int, tuple[str, ...]]:
             r = requests[i]
-            return r.temperature, r.top_p, r.max_new_tokens
+            return r.temperature, r.top_p, r.max_new_tokens, r.stop
 
         order = sorted(range(len(requests)), key=lambda i: (decoding(i), len(str(requests[i].messages))))
         for _, group in groupby(order, key=decoding):
@@ -189,6 +219,9 @@ class HFBackend:
             attention_mask=attention_mask,
             generation_config=config,
             logits_processor=processors,
+            stopping_criteria=StoppingCriteriaList(
+                [StopOnStrings(self.tokenizer, first.stop, input_ids.shape[1])] if first.stop else []
+            ),
             **extra,
         )
         new_tokens = out[:, input_ids.shape[1] :]
@@ -197,15 +230,26 @@ class HFBackend:
         for row, tokens in enumerate(new_tokens.tolist()):
             stop = next((k for k, t in enumerate(tokens) if t in self.eos_ids), None)
             kept = tokens if stop is None else tokens[:stop]
+            text, stopped = self._decode(kept, first.stop)
             responses.append(
                 Response(
-                    text=self.tokenizer.decode(kept, skip_special_tokens=True).strip(),
-                    finish_reason="stop" if stop is not None else "length",
+                    text=text.strip(),
+                    finish_reason="stop" if stop is not None or stopped else "length",
                     prompt_tokens=int(prompt_lengths[row]),
                     completion_tokens=len(kept) + (stop is not None),
                 )
             )
         return responses
+
+    def _decode(self, tokens: list[int], stop: tuple[str, ...]) -> tuple[str, bool]:
+        """The answer's text, cut at the first stop string (which may be a special token such as
+        `<|eot_id|>`, so the cut comes before special tokens are dropped), and whether it was cut."""
+        if not stop:
+            return self.tokenizer.decode(tokens, skip_special_tokens=True), False
+        text, stopped = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=False), stop)
+        for special in self.tokenizer.all_special_tokens:
+            text = text.replace(special, "")
+        return text, stopped
 
     def close(self) -> None:
         del self.model

@@ -184,6 +184,8 @@ def chat_body(model: str, request: Request) -> dict[str, Any]:
         "top_p": request.top_p,
         "max_tokens": request.max_new_tokens,
     }
+    if request.stop:
+        body["stop"] = list(request.stop)
     if request.response_schema is not None:
         body["response_format"] = {
             "type": "json_schema",
