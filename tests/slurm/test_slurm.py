@@ -54,6 +54,7 @@ class SlurmRun:
     wall_s: float
     log: str
     jobs: list[dict[str, str]]  # `scontrol show job` records of this run's jobs
+    seeded: bool  # started from the item caches of the session's local default run
 
     @property
     def evidence(self) -> Path:
@@ -121,7 +122,8 @@ def slurm_run(
 ) -> SlurmRun:
     root = tmp_path_factory.mktemp("vpo-slurm")
     copy_project(root)
-    if any("default_run" in item.fixturenames for item in request.session.items):
+    seeded = any("default_run" in item.fixturenames for item in request.session.items)
+    if seeded:
         # The session runs the default DAG locally as well: start from its item caches, so that every
         # job still runs as a Slurm job but answers its model calls, videos and rewards from them
         # instead of computing the same ones again (the cancel test below clears its videos' cache).
@@ -141,7 +143,7 @@ def slurm_run(
     log = done.stdout + done.stderr
     (root / "slurm-run.log").write_text(log)
     assert done.returncode == 0, f"{log[-6000:]}\n{slurm_cluster.logs()}\n(full log: {root}/slurm-run.log)"
-    return SlurmRun(root, wall_s, log, new_jobs(slurm_cluster, before))
+    return SlurmRun(root, wall_s, log, new_jobs(slurm_cluster, before), seeded)
 
 
 def test_ci_profile_sends_the_gpu_rules_to_the_gpu_partition():
@@ -169,6 +171,18 @@ def test_default_dag_runs_on_slurm(slurm_run: SlurmRun):
     written_by = [p["slurm_job_id"] for p in provenance if "slurm_job_id" in p]
     assert len(written_by) >= 10 and set(written_by) <= job_ids, (written_by, job_ids)
     report_evidence(slurm_run, f"default DAG on Slurm: {len(slurm_run.jobs)} jobs, {slurm_run.wall_s:.0f} s")
+
+
+def test_models_built_on_the_cluster_answer_from_the_local_runs_caches(slurm_run: SlurmRun):
+    """The built models are the same bytes wherever they are built (job environment, thread count), so
+    their fingerprints, and with them the item-cache keys, match those of the local run."""
+    if not slurm_run.seeded:
+        pytest.skip("the session has no local default run to seed the caches from")
+    results = slurm_run.root / "results"
+    drafts = [json.loads(p.read_text())["llm"] for p in results.glob("sft/drafts/*.report.json")]
+    assert drafts and all(d["cache_hits"] == d["requests"] > 0 for d in drafts), drafts
+    videos = [json.loads(p.read_text())["counts"] for p in results.glob("eval/original/videos/*.report.json")]
+    assert videos and all(v["cache_hits"] == v["videos"] > 0 for v in videos), videos
 
 
 def test_gpu_rules_request_a_gpu_and_cpu_rules_do_not(slurm_run: SlurmRun):

@@ -58,6 +58,10 @@ def build_smollm2(out_dir: str | os.PathLike) -> Path:
         raise RuntimeError(f"unexpected SmolLM2 special token ids {ids}; the GGUF layout changed")
     model.generation_config.eos_token_id = 2
     model.generation_config.pad_token_id = 2
+    # Loading options would be saved into tokenizer_config.json (HF_HUB_OFFLINE=1 writes
+    # local_files_only: true), and the folder's content hash is the model's fingerprint.
+    for option in ("local_files_only", "cache_dir", "force_download", "proxies", "token"):
+        tokenizer.init_kwargs.pop(option, None)
     out = Path(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

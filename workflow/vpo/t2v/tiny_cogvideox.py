@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 from pathlib import Path
 
@@ -47,6 +48,11 @@ def build_tokenizer():
         vocab_size=256, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
     )
     backend.train_from_iterator(_corpus(), trainer)
+    # The trainer's scores differ in their last bits from one run (and thread count) to the next, and
+    # the folder's content hash is the model's fingerprint (the video cache key): round them.
+    trained = json.loads(backend.to_str())["model"]
+    vocab = [(piece, round(score, 8)) for piece, score in trained["vocab"]]
+    backend.model = models.Unigram(vocab, trained["unk_id"])
     eos = backend.token_to_id("</s>")
     backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", eos)])
     return T5TokenizerFast(
