@@ -1,7 +1,19 @@
 # VPO workflow: raw queries -> SFT data -> SFT -> sampled candidates -> critiques/refinements and
 # videos -> checklist rewards -> preference pairs (text and video level) -> DPO -> evaluation on
 # held-out queries. Rules are thin; the logic lives in the `vpo` package (workflow/vpo).
+import os
+import sys
+
 from snakemake.utils import min_version
+
+# The `vpo` package is found next to this file, installed or not, here and in every job: jobs import it
+# through PYTHONPATH, so the per-rule conda envs need not install the project (they stay relocatable
+# under --conda-prefix) and a code change reaches every job without a reinstall.
+PACKAGE_DIR = os.path.join(workflow.basedir, "workflow")
+sys.path.insert(0, PACKAGE_DIR)
+_python_path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+if PACKAGE_DIR not in _python_path:  # jobs parse this file again with the variable inherited
+    os.environ["PYTHONPATH"] = os.pathsep.join([PACKAGE_DIR, *_python_path])
 
 from vpo.config import validate_config
 

@@ -23,4 +23,5 @@ ruff check .
 ruff format --check .
 snakefmt --check Snakefile workflow/rules
 snakemake --lint
+python scripts/check_envs.py   # every envs/*.yaml resolves as pinned (package metadata only)
 pytest "$@"
