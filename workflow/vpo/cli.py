@@ -13,6 +13,8 @@ COMMANDS = {
     "audit": ("where a pair, candidate, video or file came from: vpo audit <id | path>", "vpo.audit"),
     "export-crate": ("the run as an RO-Crate (workflow, config, outputs with sha256, jobs)", "vpo.crate"),
     "estimate": ("what the LLM calls of a config may cost: vpo estimate config/paper.yaml", "vpo.estimate"),
+    "status": ("where a run stands: jobs per stage, cache hits, failures, spend, ETA", "vpo.status"),
+    "slurm-profile": ("a Slurm profile for a config: vpo slurm-profile --partition P", "vpo.slurm_profile"),
     "check-config": ("validate config files: vpo check-config config/paper.yaml", None),
     "config-doc": ("print config/README.md, generated from the config schema", None),
 }

@@ -56,9 +56,9 @@ STAGE_ORDER = (
 # Stages that run once per query set / phase: the set is only in the report's path.
 _PHASED = {"curate", "critique", "refine"}
 # Statuses that are not a problem; any other status with a count is highlighted.
-_GOOD_STATUS = {"ok", "included", "yes", "no"}
+GOOD_STATUS = {"ok", "included", "yes", "no"}
 # Counters outside `by_status` that a reader should notice when they are not zero.
-_PROBLEM_KEYS = {
+PROBLEM_KEYS = {
     "retried",
     "failed",
     "refused",
@@ -528,13 +528,13 @@ def _chips(counts: Mapping[str, Any], skip: Iterable[str] = ()) -> Markup:
         if isinstance(value, Mapping):
             inner = []
             for k, v in value.items():
-                bad = key.startswith(("by_status", "candidates_without")) and k not in _GOOD_STATUS and v
+                bad = key.startswith(("by_status", "candidates_without")) and k not in GOOD_STATUS and v
                 item = f"{_e(k)} {_num(v)}"
                 inner.append(f"<span class='warn'>{item}</span>" if bad else item)
             parts.append(f"{_e(key)}: " + (", ".join(inner) if inner else "<span class='muted'>none</span>"))
         else:
             item = f"{_e(key)}: {_num(value)}"
-            parts.append(f"<span class='warn'>{item}</span>" if key in _PROBLEM_KEYS and value else item)
+            parts.append(f"<span class='warn'>{item}</span>" if key in PROBLEM_KEYS and value else item)
     return Markup("<br>".join(parts))
 
 
