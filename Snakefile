@@ -11,16 +11,21 @@ from snakemake.utils import min_version
 # under --conda-prefix) and a code change reaches every job without a reinstall.
 PACKAGE_DIR = os.path.join(workflow.basedir, "workflow")
 sys.path.insert(0, PACKAGE_DIR)
-_python_path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-if PACKAGE_DIR not in _python_path:  # jobs parse this file again with the variable inherited
-    os.environ["PYTHONPATH"] = os.pathsep.join([PACKAGE_DIR, *_python_path])
 
 from vpo.config import validate_config
+from vpo.package_path import export_to_jobs
+
+export_to_jobs(PACKAGE_DIR)
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# Config files given with --configfile replace the embedded default instead of being merged over it, so
+# that a paper run never inherits a demo value for a key it leaves out. Layer files to override some keys:
+#   snakemake --configfile config/paper.yaml my-site.yaml
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 # Fails here, before any job, with the key and the fix (schema + cross-key + file checks).
@@ -41,6 +46,7 @@ if CFG["pairs"]["video"]:
 
 
 include: "workflow/rules/report.smk"
+include: "workflow/rules/local.smk"
 
 
 EVALUATE = CFG.get("eval", {}).get("enabled", False)

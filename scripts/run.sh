@@ -7,7 +7,12 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
-snakemake "$@"
+# Local runs say their cores: profiles/default sets none (there it would cap every cluster job's threads).
+cores=(--cores 2)
+for arg in "$@"; do
+    case "$arg" in -c* | --cores* | -j* | --jobs* | --profile* | --executor* | -e*) cores=() ;; esac
+done
+snakemake "${cores[@]}" "$@"
 
 if [[ $# -eq 0 ]]; then
     echo "The evaluation on held-out queries (results/eval/table.md; tiny models, so the numbers mean nothing):" >&2

@@ -1,7 +1,10 @@
-"""The default DAG on a real one-node Slurm cluster through snakemake-executor-plugin-slurm, in a
-temporary copy of the project: it finishes, GPU-capable rules are submitted to the `gpu` partition with a
-GPU request and all others to `cpu` without one (read from Slurm's own job records), and a video job
-cancelled mid-render is retried and renders only the videos it had not finished.
+"""config/paper.yaml on a real one-node Slurm cluster through snakemake-executor-plugin-slurm, in a
+temporary copy of the project, layered with tests/slurm/paper_cpu.yaml (model sources, addresses and
+sizes only): the hub models are provisioned from a local hub fixture by local rules, the policy samples
+through a vLLM server its job starts, teacher and judge (`gpt-4o`, batch mode) are asked through the
+OpenAI fixture's Batch API with a vLLM-served model answering behind it, from local rules. Checked from
+Slurm's own records: which jobs ran on the cluster (and in which partition) and which ran locally; a
+video job cancelled mid-render is retried and renders only the videos it had not finished.
 
 Skipped where Slurm is not installed (see .ci/run). With `-s` the sbatch lines, job records, wall times
 and retry counts are printed; they are also written to `slurm-evidence.txt` in the temporary project."""
@@ -9,13 +12,12 @@ and retry counts are printed; they are also written to `slurm-evidence.txt` in t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -27,13 +29,14 @@ from tests.workflow_run import copy_project, jobs_by_rule
 from vpo.io import read_records
 
 from .cluster import Cluster, rule_of
+from .paper import PaperServices, paper_services, require_vllm, stand_in_models, write_overrides
 
 pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = "profiles/slurm-ci"
-# Rules that get gpu=1 under `--config use_gpus=true` (draft/critique/refine because the default runs
-# their LLM locally); every other rule must reach Slurm without a GPU request.
+# The rules the CI profile sends to the `gpu` partition (those that take a GPU when the config has
+# use_gpus and runs their model on the node); every other rule goes to `cpu`.
 GPU_RULES = frozenset(
     {"sample", "draft", "critique", "refine", "train_sft", "train_dpo", "generate_videos", "score_videos"}
     | {"eval_prompts", "eval_judge", "eval_videos", "eval_rewards"}
@@ -46,15 +49,25 @@ RUN_TIMEOUT_S = 40 * 60
 T = TypeVar("T")
 
 
+# Jobs that must run where Snakemake runs (the login node of a real cluster): the target, the run report,
+# provisioning (network), and the stages whose LLM is the remote gpt-4o endpoint (network), the few-shot
+# rewrites of the evaluation among them.
+LOCAL_RULES = {"all", "run_report", "draft", "critique", "refine", "eval_judge", "eval_prompts_local"} | {
+    "provision_llama3_8b_instruct",
+    "provision_cogvideox_2b",
+    "provision_visionreward_video",
+}
+
+
 @dataclass
 class SlurmRun:
-    """The default DAG, run once through Slurm; shared by the tests of this module."""
+    """The paper-shaped run, once through Slurm; shared by the tests of this module."""
 
     root: Path
     wall_s: float
     log: str
     jobs: list[dict[str, str]]  # `scontrol show job` records of this run's jobs
-    seeded: bool  # started from the item caches of the session's local default run
+    services: PaperServices
 
     @property
     def evidence(self) -> Path:
@@ -62,17 +75,11 @@ class SlurmRun:
 
 
 def snakemake_command(*targets: str, config: tuple[str, ...] = (), verbose: bool = False) -> list[str]:
-    """The documented cluster command; the venv's interpreter so that the same one runs the jobs.
-
-    `--workflow-profile none`: profiles/default would otherwise be merged on top and its
-    `default-resources` would replace the cluster profile's (dropping `slurm_partition`)."""
+    """The documented cluster command on config/paper.yaml; the venv's interpreter so that the same one
+    runs the jobs."""
     command = [sys.executable, "-m", "snakemake", "--profile", PROFILE, "--workflow-profile", "none"]
-    return [*command, *["--verbose"] * verbose, *targets, "--config", "use_gpus=true", *config]
-
-
-def job_env() -> dict[str, str]:
-    """sbatch --export=ALL hands this PATH to the jobs, whose shell commands call `python`."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    command += ["--configfile", "config/paper.yaml", "config/paper_cpu.yaml"]
+    return [*command, *["--verbose"] * verbose, *targets, *(["--config", *config] if config else [])]
 
 
 def new_jobs(cluster: Cluster, before: set[str]) -> list[dict[str, str]]:
@@ -119,31 +126,34 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str) -> T:
 @pytest.fixture(scope="module")
 def slurm_run(
     slurm_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> SlurmRun:
+) -> Iterator[SlurmRun]:
+    require_vllm()
     root = tmp_path_factory.mktemp("vpo-slurm")
     copy_project(root)
-    seeded = any("default_run" in item.fixturenames for item in request.session.items)
-    if seeded:
-        # The session runs the default DAG locally as well: start from its item caches, so that every
-        # job still runs as a Slurm job but answers its model calls, videos and rewards from them
-        # instead of computing the same ones again (the cancel test below clears its videos' cache).
-        shutil.copytree(request.getfixturevalue("default_run") / "results/cache", root / "results/cache")
-    before = {job["JobId"] for job in slurm_cluster.jobs()}
-    start = time.monotonic()
-    done = subprocess.run(
-        snakemake_command(verbose=True),
-        cwd=root,
-        env=job_env(),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
-    wall_s = time.monotonic() - start
-    log = done.stdout + done.stderr
-    (root / "slurm-run.log").write_text(log)
-    assert done.returncode == 0, f"{log[-6000:]}\n{slurm_cluster.logs()}\n(full log: {root}/slurm-run.log)"
-    return SlurmRun(root, wall_s, log, new_jobs(slurm_cluster, before), seeded)
+    # The session's local default run has built the same tiny models: serve those (when it runs).
+    local = any("default_run" in item.fixturenames for item in request.session.items)
+    built = request.getfixturevalue("default_run") / "resources/models" if local else None
+    models = stand_in_models(tmp_path_factory.mktemp("stand-ins"), built)
+    with paper_services(models, root) as services:
+        write_overrides(root, services)
+        before = {job["JobId"] for job in slurm_cluster.jobs()}
+        start = time.monotonic()
+        done = subprocess.run(
+            snakemake_command(verbose=True),
+            cwd=root,
+            env=services.env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+            check=False,
+        )
+        wall_s = time.monotonic() - start
+        log = done.stdout + done.stderr
+        (root / "slurm-run.log").write_text(log)
+        assert done.returncode == 0, (
+            f"{log[-6000:]}\n{slurm_cluster.logs()}\n(full log: {root}/slurm-run.log)"
+        )
+        yield SlurmRun(root, wall_s, log, new_jobs(slurm_cluster, before), services)
 
 
 def test_ci_profile_sends_the_gpu_rules_to_the_gpu_partition():
@@ -155,43 +165,70 @@ def test_ci_profile_sends_the_gpu_rules_to_the_gpu_partition():
     )
 
 
-def test_default_dag_runs_on_slurm(slurm_run: SlurmRun):
+def local_jobs(log: str) -> Counter:
+    """Jobs Snakemake ran itself (`localrule NAME:` in its log) rather than submitting them."""
+    return Counter(line.split()[1].rstrip(":") for line in log.splitlines() if line.startswith("localrule "))
+
+
+def test_paper_run_on_slurm(slurm_run: SlurmRun):
     results = slurm_run.root / "results"
     assert (results / "models/dpo").is_dir()
     assert read_records(results / "dpo/pairs.parquet")
+    assert (results / "eval/table.csv").is_file()
     planned = jobs_by_rule(slurm_run.log)
     completed = Counter(rule_of(job) for job in slurm_run.jobs if job["JobState"] == "COMPLETED")
-    # Every planned job ran as a Slurm job, except the target rule `all`, which has nothing to run, and
-    # the run report, a local rule (it only reads what the jobs wrote).
-    assert completed == planned - Counter(all=1, run_report=1), (planned, completed)
-    assert set(completed) >= GPU_RULES
+    local = local_jobs(slurm_run.log)
+    # Every planned job ran, once: on the cluster, or locally when it needs the network (or nothing).
+    assert completed + local == planned, (planned, completed, local)
+    assert set(local) == LOCAL_RULES, local
+    assert not set(completed) & LOCAL_RULES
+    assert set(completed) >= GPU_RULES - LOCAL_RULES
+    report_evidence(
+        slurm_run,
+        f"paper-shaped run on Slurm: {sum(planned.values())} jobs in {slurm_run.wall_s:.0f} s",
+        "through Slurm: " + ", ".join(f"{rule} {n}" for rule, n in sorted(completed.items())),
+        "locally: " + ", ".join(f"{rule} {n}" for rule, n in sorted(local.items())),
+    )
     # Each stage report names the Slurm job that wrote it.
     job_ids = {job["JobId"] for job in slurm_run.jobs if job["JobState"] == "COMPLETED"}
     provenance = [json.loads(p.read_text()).get("provenance", {}) for p in results.rglob("*.report.json")]
     written_by = [p["slurm_job_id"] for p in provenance if "slurm_job_id" in p]
     assert len(written_by) >= 10 and set(written_by) <= job_ids, (written_by, job_ids)
-    report_evidence(slurm_run, f"default DAG on Slurm: {len(slurm_run.jobs)} jobs, {slurm_run.wall_s:.0f} s")
 
 
-def test_models_built_on_the_cluster_answer_from_the_local_runs_caches(slurm_run: SlurmRun):
-    """The built models are the same bytes wherever they are built (job environment, thread count), so
-    their fingerprints, and with them the item-cache keys, match those of the local run."""
-    if not slurm_run.seeded:
-        pytest.skip("the session has no local default run to seed the caches from")
+def test_teacher_and_judge_answered_through_the_batch_api_by_a_model(slurm_run: SlurmRun):
+    openai = slurm_run.services.openai
+    assert openai.batches and all(b["status"] == "completed" for b in openai.batches.values())
+    lines = sum(b["request_counts"]["completed"] for b in openai.batches.values())
+    assert lines == sum(openai.completions.values()) > 0  # every answer came through a batch
     results = slurm_run.root / "results"
-    drafts = [json.loads(p.read_text())["llm"] for p in results.glob("sft/drafts/*.report.json")]
-    assert drafts and all(d["cache_hits"] == d["requests"] > 0 for d in drafts), drafts
-    videos = [json.loads(p.read_text())["counts"] for p in results.glob("eval/original/videos/*.report.json")]
-    assert videos and all(v["cache_hits"] == v["videos"] > 0 for v in videos), videos
+    for stage in ("sft/drafts", "sft/critiques", "dpo/critiques"):
+        reports = [json.loads(p.read_text()) for p in results.glob(f"{stage}/*.report.json")]
+        assert reports, stage
+    report_evidence(slurm_run, f"Batch API: {len(openai.batches)} batches, {lines} lines answered by vLLM")
 
 
-def test_gpu_rules_request_a_gpu_and_cpu_rules_do_not(slurm_run: SlurmRun):
+def test_hub_models_were_provisioned_once_and_pinned(slurm_run: SlurmRun):
+    hub = slurm_run.services.hub
+    manifests = sorted((slurm_run.root / "resources/hub").glob("models--*/vpo-manifests/*.json"))
+    assert len(manifests) == 3
+    for path in manifests:
+        manifest = json.loads(path.read_text())
+        assert manifest["revision"] == hub.commits[manifest["repo"]]
+        assert manifest["files"] and all(len(f["sha256"]) == 64 for f in manifest["files"])
+    assert hub.downloads and max(hub.downloads.values()) == 1, hub.downloads  # each file fetched once
+
+
+def test_policy_sampled_through_vllm_on_the_cluster(slurm_run: SlurmRun):
+    server_logs = list((slurm_run.root / "results/logs/sample").rglob("*.server"))
+    assert server_logs and all("POST /v1/chat/completions" in p.read_text() for p in server_logs)
+
+
+def test_rules_go_to_their_partition_and_ask_no_gpu_on_a_cpu_run(slurm_run: SlurmRun):
     for job in slurm_run.jobs:
         rule, gpus = rule_of(job), gpu_request(job)
-        if rule in GPU_RULES:
-            assert job["Partition"] == "gpu" and gpus, record_line(job)
-        else:
-            assert job["Partition"] == "cpu" and not gpus, record_line(job)
+        assert job["Partition"] == ("gpu" if rule in GPU_RULES else "cpu"), record_line(job)
+        assert not gpus, record_line(job)  # paper_cpu.yaml: use_gpus false
     by_rule = {rule_of(job): job for job in slurm_run.jobs}
     report_evidence(
         slurm_run,
@@ -232,7 +269,9 @@ def test_cancelled_video_job_is_retried_from_the_cache(slurm_run: SlurmRun, slur
     start = time.monotonic()
     with log.open("w") as out:
         command = snakemake_command(MANIFEST, config=(SLOW_T2V,))
-        proc = subprocess.Popen(command, cwd=root, env=job_env(), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command, cwd=root, env=slurm_run.services.env, stdout=out, stderr=subprocess.STDOUT
+        )
         try:
             cancelled, finished = cancel_mid_render(slurm_cluster, cache, videos)
             returncode = proc.wait(timeout=RUN_TIMEOUT_S)

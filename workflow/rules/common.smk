@@ -2,15 +2,21 @@
 import json
 import math
 import os
+import re
 
-from vpo.config import llm_spec
+from vpo import scheduling
+from vpo.config import hub_manifest, llm_spec, model_path
 from vpo.curate import shard_count
 from vpo.queries import count_raw_queries
+from vpo.provision import HUB_CACHE_ENV
 from vpo.run_options import RUN_OPTIONS_ENV, run_options
 
 # How LLM requests are sent (concurrency, pacing, retries, Batch API) and what they may cost reach the
 # jobs through the environment, not params: changing them must not re-run anything (vpo.run_options).
 os.environ[RUN_OPTIONS_ENV] = json.dumps(run_options(CFG))
+# Jobs load hub models offline from the configured cache (vpo.provision.offline_hub_env).
+if any(m["revision"] for m in CFG["models"].values()):
+    os.environ[HUB_CACHE_ENV] = CFG["hub_cache"]
 
 
 def _n_shards(set_name):
@@ -27,15 +33,17 @@ def shards(set_name, pattern):
 
 
 def built_model(name):
-    """The model folder as a DAG input when the workflow builds it, else nothing to wait for."""
+    """What a stage waits for before it loads `models.<name>`: the folder the workflow builds, or the
+    manifest of a hub download (rule provision_<name>); nothing for a local folder."""
     model = CFG["models"][name]
+    if model["revision"]:
+        return [hub_manifest(CFG, name)]
     return [model["source"]] if model["build"] else []
 
 
 def policy_base(wildcards, input):
-    """The base policy for SFT: the folder the workflow built (a DAG input), else the configured source."""
-    built = [input.model] if isinstance(input.model, str) else list(input.model)
-    return built[0] if built else CFG["models"][CFG["policy_model"]]["source"]
+    """The base policy for SFT: a local folder (built, downloaded into the hub cache, or configured)."""
+    return model_path(CFG, CFG["policy_model"])
 
 
 def on_device(spec):
@@ -67,16 +75,26 @@ def sampler_spec(wildcards, input):
 
 
 def res(stage, key, default):
-    return CFG.get(stage, {}).get("resources", {}).get(key, default)
+    """`<stage>.resources.<key>` (else `default`). Memory and wall time grow with the attempt, so that a
+    job Slurm ended at its limit is retried with more (vpo.scheduling.GROWS_WITH_ATTEMPT)."""
+    value = scheduling.configured(CFG, stage, key, default)
+    if key in scheduling.GROWS_WITH_ATTEMPT:
+        return lambda wildcards, attempt: scheduling.grown(value, attempt)
+    return value
+
+
+def llm_runtime(stage, default, llm):
+    """`runtime` of the jobs whose LLM spec is `llm(wildcards)`, as `res`; at least the Batch API
+    completion window (plus a margin) when that `llms` entry has `mode: batch`."""
+    return lambda wildcards, attempt: scheduling.llm_runtime(
+        CFG, stage, default, llm(wildcards).get("name"), attempt
+    )
 
 
 def gpus(stage, phase="sft"):
     """GPUs one job of a GPU-capable stage asks for: 0 without `use_gpus` or for a remote LLM."""
-    if not CFG["use_gpus"]:
-        return 0
-    if stage in ("draft", "critique", "refine") and "model_path" not in stage_llm(stage, phase):
-        return 0  # the model runs behind a remote endpoint
-    return res(stage, "gpu", 1)
+    llm = scheduling.stage_llm_name(CFG, stage, phase) if stage in scheduling.LLM_STAGES else None
+    return scheduling.stage_gpus(CFG, stage, llm)
 
 
 def as_json(value):
@@ -89,11 +107,10 @@ def safe_name(name):
 
 
 def model_location(name):
-    """Input function: the folder the workflow built (a DAG input), else the configured source."""
+    """Input function: the local folder of `models.<name>` (built, downloaded or configured)."""
 
     def location(wildcards, input):
-        built = [input.model] if isinstance(input.model, str) else list(input.model)
-        return built[0] if built else CFG["models"][name]["source"]
+        return model_path(CFG, name)  # the snapshot folder of a hub model, else `source`
 
     return location
 
@@ -157,6 +174,11 @@ def eval_methods():
             folder = extra["checkpoint"]
             methods[name] = {**policy, "llm": policy_spec(folder), "inputs": [], "source": folder}
     return methods
+
+
+def methods_regex(methods):
+    """A wildcard constraint matching exactly these method names (none: a pattern that never matches)."""
+    return "|".join(re.escape(m) for m in methods) or "(?!)"
 
 
 def eval_gpus(spec):

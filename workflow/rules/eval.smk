@@ -87,11 +87,12 @@ rule eval_prompts:
     benchmark:
         "results/benchmarks/eval/{method}/prompts.tsv"
     wildcard_constraints:
-        method="|".join(re.escape(m) for m in EVAL_METHODS if m != "original"),
+        # The original query needs no rewrite; API methods run as eval_prompts_local (local.smk).
+        method=methods_regex(m for m in EVAL_METHODS if m not in ("original", *LOCAL_EVAL_METHODS)),
     threads: res("eval", "threads", 2)
     resources:
         mem_mb=res("eval", "mem_mb", 4000),
-        runtime=res("eval", "runtime", 60),
+        runtime=llm_runtime("eval", 60, lambda w: eval_rewriter(EVAL_METHODS, w)["llm"]),
         gpu=lambda w: eval_gpus(eval_rewriter(EVAL_METHODS, w)["llm"]),
     conda:
         "../../envs/llm.yaml"
@@ -100,6 +101,14 @@ rule eval_prompts:
         " --llm {params.llm:q} --template {input.template:q} --generation {params.generation:q}"
         " --seed {params.seed:q} --threads {threads:q} --out {output.records:q}"
         " --report {output.report:q} --server-log {log:q}.server > {log:q} 2>&1"
+
+
+if LOCAL_EVAL_METHODS:
+
+    # The rewrites by a remote API, as a local rule (see workflow/rules/local.smk).
+    use rule eval_prompts as eval_prompts_local with:
+        wildcard_constraints:
+            method=methods_regex(LOCAL_EVAL_METHODS),
 
 
 rule eval_judge:
@@ -123,7 +132,7 @@ rule eval_judge:
     threads: res("eval", "threads", 2)
     resources:
         mem_mb=res("eval", "mem_mb", 4000),
-        runtime=res("eval", "runtime", 60),
+        runtime=llm_runtime("eval", 60, lambda w: EVAL_JUDGE["llm"]),
         gpu=eval_gpus(EVAL_JUDGE["llm"]),
     conda:
         "../../envs/llm.yaml"
@@ -144,7 +153,7 @@ rule eval_videos:
         report="results/eval/{method}/videos/part-{p}.report.json",
     params:
         model=model_location(CFG["t2v"]["model"]),
-        revision=CFG["models"][CFG["t2v"]["model"]]["revision"] or "",
+        revision="",  # the model folder is local (a hub model: its pinned snapshot)
         t2v=as_json(t2v_settings(videos_per_prompt=EVAL["videos_per_prompt"])),
         seed=CFG["seed"],
         parts=n_eval_parts(),

@@ -25,7 +25,7 @@ rule critique:
     threads: res("critique", "threads", 2)
     resources:
         mem_mb=res("critique", "mem_mb", 4000),
-        runtime=res("critique", "runtime", 60),
+        runtime=llm_runtime("critique", 60, lambda w: stage_llm("critique", w.phase)),
         gpu=lambda w: gpus("critique", w.phase),
     conda:
         "../../envs/llm.yaml"
@@ -60,7 +60,7 @@ rule refine:
     threads: res("refine", "threads", 2)
     resources:
         mem_mb=res("refine", "mem_mb", 4000),
-        runtime=res("refine", "runtime", 60),
+        runtime=llm_runtime("refine", 60, lambda w: stage_llm("refine", w.phase)),
         gpu=lambda w: gpus("refine", w.phase),
     conda:
         "../../envs/llm.yaml"

@@ -25,3 +25,35 @@ for _name, _model in CFG["models"].items():
             f"../../envs/{BUILD_ENVS[_model['build']]}.yaml"
         shell:
             "python -m vpo.models {params.recipe:q} --out {output:q} > {log:q} 2>&1"
+
+
+# One provision rule per hub model (`models` entries with a revision): download repo@revision once into
+# `hub_cache` and write its manifest, the DAG input of every stage that loads it. Local rules: they run
+# where the workflow was started, which has network; the compute nodes then only read the cache.
+_PROVISIONED = set()
+for _name, _model in CFG["models"].items():
+    _manifest = hub_manifest(CFG, _name)
+    if _manifest is None or _manifest in _PROVISIONED:
+        continue  # two names for one repo@revision share a download
+    _PROVISIONED.add(_manifest)
+
+    rule:
+        name:
+            f"provision_{safe_name(_name)}"
+        localrule: True
+        output:
+            _manifest,
+        params:
+            repo=_model["source"],
+            revision=_model["revision"],
+            cache=CFG["hub_cache"],
+        log:
+            f"results/logs/provision/{_name}.log",
+        benchmark:
+            f"results/benchmarks/provision/{_name}.tsv"
+        threads: 1
+        conda:
+            "../../envs/llm.yaml"
+        shell:
+            "python -m vpo.provision --repo {params.repo:q} --revision {params.revision:q}"
+            " --cache-dir {params.cache:q} --manifest {output:q} > {log:q} 2>&1"

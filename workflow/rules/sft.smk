@@ -18,7 +18,7 @@ rule draft:
     threads: res("draft", "threads", 2)
     resources:
         mem_mb=res("draft", "mem_mb", 4000),
-        runtime=res("draft", "runtime", 60),
+        runtime=llm_runtime("draft", 60, lambda w: stage_llm("draft")),
         gpu=gpus("draft"),
     conda:
         "../../envs/llm.yaml"

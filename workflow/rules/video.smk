@@ -47,7 +47,7 @@ rule generate_videos:
         report="results/dpo/videos/shard-{k}/part-{p}.report.json",
     params:
         model=model_location(T2V["model"]),
-        revision=CFG["models"][T2V["model"]]["revision"] or "",
+        revision="",  # the model folder is local (a hub model: its pinned snapshot)
         t2v=as_json(t2v_settings()),
         parts=n_video_parts(),
         seed=CFG["seed"],

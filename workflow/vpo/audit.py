@@ -317,10 +317,19 @@ class Auditor:
         provenance = (self.run.report_of(path) or {}).get("provenance", {})
         for source in provenance.get("inputs_sha256", {}):
             node.children.append(self.file(Path(source), seen))
+        hub = provenance.get("hub_models", {})
         for source, fingerprint in provenance.get("models", {}).items():
             model = self.file(Path(source), seen) if Path(source).exists() else Node("file", source)
             model.kind = "model"
             model.fields["fingerprint"] = fingerprint
+            if source in hub:  # downloaded from the hub: the repo, the commit and each file's sha256
+                origin = hub[source]
+                model.fields.update(
+                    repo=origin["repo"], revision=origin["revision"], manifest=origin["manifest"]
+                )
+                model.children += [
+                    Node("file", name, {"sha256": sha}) for name, sha in origin["files_sha256"].items()
+                ]
             node.children.append(model)
         return node
 

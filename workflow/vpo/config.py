@@ -109,6 +109,12 @@ _PATTERN_HINTS = {
         "identifier",
         "a class name is a Python identifier. Fix: e.g. CogVideoXPipeline",
     ),
+    "^[0-9a-f]{40}$": (
+        "commit SHA",
+        "a revision is the full 40-hex commit SHA of the hub repo (a branch moves and a short SHA is "
+        "ambiguous). Fix: look it up with `hf models info <org>/<name>` (field sha) or `git ls-remote "
+        "https://huggingface.co/<org>/<name>`, or set null for a local folder",
+    ),
 }
 
 
@@ -207,6 +213,7 @@ def _fill_defaults(node: Any, schema: dict[str, Any], root: dict[str, Any]) -> N
 def _cross_checks(config: dict[str, Any], check_files: bool) -> list[str]:
     problems: list[str] = []
     models, llms = config["models"], config["llms"]
+    problems += _hub_model_checks(models)
     if config["policy_model"] not in models:
         problems.append(
             f"key 'policy_model': {config['policy_model']!r} is not an entry of 'models' "
@@ -241,6 +248,12 @@ def _cross_checks(config: dict[str, Any], check_files: bool) -> list[str]:
             problems.append(
                 f"key '{key}.structured_output': this backend ignores response_format (hf, transformers "
                 "serve). Fix: set it to false, or use a remote endpoint or serve: vllm."
+            )
+        if llm["run_locally"] and not remote:
+            problems.append(
+                f"key '{key}.run_locally': true would run the model itself on the machine running "
+                "Snakemake (the login node); it is for remote endpoints (base_url). Fix: set it to null or "
+                "false, or set base_url."
             )
     for stage, key in (("draft", "llm"), ("critique", "llm"), ("refine", "llm"), ("critique", "dpo_llm"),
                        ("refine", "dpo_llm")):  # fmt: skip
@@ -410,8 +423,8 @@ def _check_files(config: dict[str, Any]) -> list[str]:
             problems.append(f"key 'reward.checklist': {exc}")
     problems += _eval_file_checks(config, training_readable)
     for name, model in config["models"].items():
-        if model["build"] is None:
-            problems += _model_location_problems(f"models.{name}.source", model["source"])
+        if model["build"] is None and model["revision"] is None:
+            problems += _local_model_problems(f"models.{name}", model["source"])
     extra = config["eval"]["extra_methods"] if config.get("eval", {}).get("enabled") else {}
     for name, method in extra.items():
         if "checkpoint" in method:
@@ -452,23 +465,91 @@ def _model_location_problems(key: str, source: str) -> list[str]:
     return []
 
 
+def _hub_model_checks(models: dict[str, Any]) -> list[str]:
+    """A model with a revision is a hub repo the workflow downloads: `source` must read `org/name`, and
+    no build recipe can make it too."""
+    problems = []
+    for name, model in models.items():
+        if model["revision"] is None:
+            continue
+        if not _HUB_REPO.fullmatch(model["source"]):
+            problems.append(
+                f"key 'models.{name}.source': {model['source']!r} is no model hub id `org/name`, but "
+                f"models.{name}.revision is set, which means the workflow downloads it from the hub. Fix: "
+                "write the hub id (e.g. meta-llama/Meta-Llama-3-8B-Instruct), or set revision to null for "
+                "a local folder."
+            )
+        if model["build"] is not None:
+            problems.append(
+                f"keys 'models.{name}.build' and 'models.{name}.revision' are exclusive: a model is either "
+                "built here or downloaded from the hub. Fix: drop one."
+            )
+    return problems
+
+
+def _local_model_problems(key: str, source: str) -> list[str]:
+    """With revision null, `source` is a folder that must exist: nothing downloads it."""
+    if Path(source).exists():
+        return []
+    mistyped = _model_location_problems(f"{key}.source", source)
+    if mistyped:
+        return mistyped
+    return [
+        f"key '{key}.source': {source} is no local folder and reads like a model hub id, but "
+        f"{key}.revision is null (which means a local folder). Fix: set {key}.revision to the repo's full "
+        f"commit SHA (`hf models info {source}`, field sha) so that the workflow downloads it into "
+        "hub_cache, or point source at a local folder."
+    ]
+
+
+_HUB_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def model_path(config: dict[str, Any], name: str) -> str:
+    """The local folder every loader gets for `models.<name>`: the hub snapshot of a model with a
+    revision (downloaded by rule provision_<name>), else `source` itself."""
+    model = config["models"][name]
+    if model["revision"] is None:
+        return model["source"]
+    from vpo.provision import snapshot_path
+
+    return str(snapshot_path(config["hub_cache"], model["source"], model["revision"]))
+
+
+def hub_manifest(config: dict[str, Any], name: str) -> str | None:
+    """The manifest rule provision_<name> writes for a model with a revision, else None."""
+    model = config["models"][name]
+    if model["revision"] is None:
+        return None
+    from vpo.provision import manifest_path
+
+    return str(manifest_path(config["hub_cache"], model["source"], model["revision"]))
+
+
+def runs_locally(config: dict[str, Any], name: str) -> bool:
+    """Whether the jobs calling `llms.<name>` run on the machine running Snakemake (`run_locally`;
+    null = yes for a remote endpoint, which compute nodes often cannot reach)."""
+    llm = config["llms"][name]
+    remote = llm["backend"] == "openai" and bool(llm["base_url"])
+    return remote if llm["run_locally"] is None else bool(llm["run_locally"])
+
+
 def llm_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
-    """The entry `llms.<name>` with its model resolved to a local path or hub id (`model_path`), without
-    its execution options (`vpo.run_options`): what decides the answers, hence the rules' params."""
+    """The entry `llms.<name>` with its model resolved to a local folder (`model_path`), without its
+    execution options (`vpo.run_options`): what decides the answers, hence the rules' params."""
     spec = {k: v for k, v in config["llms"][name].items() if k not in EXECUTION_KEYS}
     spec["name"] = name
     model = config["models"].get(spec["model"])
     if model is not None and not (spec["backend"] == "openai" and spec["base_url"]):
-        spec["model_path"] = model["source"]
-        spec["revision"] = model["revision"]
+        spec["model_path"] = model_path(config, spec["model"])
+        spec["revision"] = None  # a hub model is loaded from its snapshot folder, already pinned
     return spec
 
 
 def reward_spec(config: dict[str, Any]) -> dict[str, Any]:
-    """The `reward` section with its model resolved to a local path or hub id (`model_path`)."""
+    """The `reward` section with its model resolved to a local folder (`model_path`)."""
     spec = {k: v for k, v in config["reward"].items() if k not in ("resources", "model", "checklist")}
-    model = config["models"][config["reward"]["model"]]
-    return {**spec, "model_path": model["source"], "revision": model["revision"]}
+    return {**spec, "model_path": model_path(config, config["reward"]["model"]), "revision": None}
 
 
 def config_doc(schema: dict[str, Any] | None = None) -> str:

@@ -71,25 +71,48 @@ def build_smollm2(out_dir: str | os.PathLike) -> Path:
 def fingerprint(source: str, revision: str | None = None) -> str:
     """Identity of a model's weights: content hash for local folders, id + revision for hub ids.
 
-    Hashes of large weight files are memoized by (path, size, mtime) so a 16 GB checkpoint is hashed once.
+    A hub snapshot provisioned by `vpo.provision` reads `hub:<repo>@<commit>|dir:<hash>`, the hash taken
+    from the sha256s its manifest lists (the same hash a plain copy of the folder gets). Hashes of large
+    weight files are memoized by (path, size, mtime) so a 16 GB checkpoint is hashed once.
     """
     path = Path(source)
     if not path.exists():
         return f"hub:{source}@{revision or 'default'}"
     if path.is_file():
         return f"file:{_file_sha256(path)[:16]}"
+    hub = hub_fingerprint(path)
+    if hub is not None:
+        return hub
     parts = []
     for file in sorted(path.rglob("*")):
         rel = file.relative_to(path).as_posix()
-        if (
-            file.is_file()
-            and not rel.startswith("checkpoint-")
-            and (file.name in _META_FILES or file.suffix in _WEIGHT_SUFFIXES)
-        ):
+        if file.is_file() and _is_model_file(rel):
             parts.append((rel, _file_sha256(file)))
     if not parts:
         raise FileNotFoundError(f"{path}: no model files (config.json, *.safetensors) found")
     return f"dir:{digest(parts)}"
+
+
+def _is_model_file(rel: str) -> bool:
+    """Files that decide what a model computes (weights, code, configs, tokenizer), not its README."""
+    name = rel.rsplit("/", 1)[-1]
+    return not rel.startswith("checkpoint-") and (name in _META_FILES or name.endswith(_WEIGHT_SUFFIXES))
+
+
+def hub_fingerprint(folder: str | os.PathLike) -> str | None:
+    """The fingerprint of a provisioned hub snapshot, from its manifest; None for any other folder."""
+    from vpo.provision import check_snapshot, read_manifest
+
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return None
+    check_snapshot(folder, manifest)
+    parts = [(f["path"], f["sha256"]) for f in manifest["files"] if _is_model_file(f["path"])]
+    if not parts:
+        raise FileNotFoundError(
+            f"{folder}: no model files (config.json, *.safetensors) in {manifest['manifest']}"
+        )
+    return f"hub:{manifest['repo']}@{manifest['revision']}|dir:{digest(parts)}"
 
 
 def _file_sha256(file: Path) -> str:

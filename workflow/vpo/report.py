@@ -79,6 +79,7 @@ class JobReport:
         self.extra: dict[str, Any] = {}
         self.inputs: dict[str, str] = {}
         self.models: dict[str, str] = {}
+        self.hub_models: dict[str, dict[str, Any]] = {}
         self._start = time.time()
 
     def add_inputs(self, paths: Iterable[str | os.PathLike]) -> None:
@@ -90,10 +91,19 @@ class JobReport:
     def add_models(self, sources: Iterable[str | os.PathLike | None]) -> None:
         """Models the job loaded (folders or hub ids), by fingerprint: a checkpoint is an input too."""
         from vpo.models import fingerprint
+        from vpo.provision import read_manifest
 
         for source in sources:
             if source:
                 self.models[str(source)] = fingerprint(str(source))
+                manifest = read_manifest(source) if Path(source).is_dir() else None
+                if manifest is not None:  # a hub download: where from, and what exactly it holds
+                    self.hub_models[str(source)] = {
+                        "repo": manifest["repo"],
+                        "revision": manifest["revision"],
+                        "manifest": manifest["manifest"],
+                        "files_sha256": {f["path"]: f["sha256"] for f in manifest["files"]},
+                    }
 
     def write(self, path: str | os.PathLike) -> None:
         write_json(
@@ -105,6 +115,7 @@ class JobReport:
                 "provenance": {
                     "inputs_sha256": self.inputs,
                     "models": self.models,
+                    **({"hub_models": self.hub_models} if self.hub_models else {}),
                     "params": self.params,
                     "run_options": run_options_from_env(),
                     "code": code_version(),

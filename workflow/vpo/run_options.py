@@ -19,6 +19,7 @@ RUN_OPTIONS_ENV = "VPO_RUN_OPTIONS"
 EXECUTION_KEYS = (
     "api_key_env",
     "mode",
+    "run_locally",  # where the job runs (a local rule or not), read at DAG build time
     "max_concurrency",
     "max_retries",
     "timeout_s",

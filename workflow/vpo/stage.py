@@ -8,6 +8,8 @@ import logging
 import os
 from typing import Any
 
+from vpo.provision import offline_hub_env
+
 
 def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -32,7 +34,8 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
 
 def setup(threads: int | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Offline, against the configured hub cache (vpo.provision downloaded the models beforehand).
+    os.environ.update(offline_hub_env())
     if threads:
         import torch
 

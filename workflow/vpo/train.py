@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from vpo.provision import offline_hub_env
 from vpo.report import JobReport
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def training_yaml(
 
 
 def run_cli(command: str, config_path: Path, threads: int | None) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = offline_hub_env()  # LLaMA-Factory loads the snapshot folder; the hub is never contacted
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     exe = shutil.which("llamafactory-cli") or str(Path(sys.executable).with_name("llamafactory-cli"))

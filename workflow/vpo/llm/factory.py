@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,12 +85,14 @@ def open_llm(
                 fingerprint,
                 api_key_env=spec.get("api_key_env"),
                 gate=ledger,
+                quota_file=quota_file(cache_dir, spec),
                 **online,
             )
         with contextlib.closing(CachedLLM(remote, ResponseCache(cache_dir), ledger)) as cached:
             yield cached
         return
 
+    # A server the job starts is its own: its pacing (if any) stays in the process.
     from vpo.llm.server import VLLM_ANSWER_KEYS, local_server, vllm_defaults
 
     path, kind = spec["model_path"], spec["serve"]
@@ -125,3 +128,11 @@ def open_llm(
         # A local server costs no money, but its token usage is recorded like any other.
         ledger = Ledger(Path(cache_dir) / "ledger", stage, f"{kind}-serve")
         yield CachedLLM(served, ResponseCache(cache_dir), ledger)
+
+
+def quota_file(cache_dir: str | Path, spec: dict[str, Any]) -> Path:
+    """Where the jobs calling one remote `llms` entry share its requests- and tokens-per-minute quota:
+    `<cache_dir>/quota/<entry name>.json` (results/cache on the file system every job sees). A spec
+    without an entry name (`vpo rewrite --base-url`) is keyed by its model name."""
+    key = spec.get("name") or spec["model"]
+    return Path(cache_dir) / "quota" / f"{re.sub(r'[^A-Za-z0-9._-]', '_', key)}.json"

@@ -10,13 +10,14 @@ import os
 import random
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import openai
 
 from vpo.llm.base import Request, Response, ResultCallback
 from vpo.llm.ledger import Ledger
-from vpo.llm.ratelimit import RateLimiter, estimate_tokens
+from vpo.llm.ratelimit import Pacing, RateLimiter, SharedRateLimiter, estimate_tokens
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class OpenAIBackend:
     one request with `n` and seed s. vLLM answers choice i as a request with seed s+i, so each answer is
     the one its own request would get, and is cached as that request's (see `sibling_groups`).
     `give_up` returns a reason to stop retrying at once (the job's own server died), else None.
+    `quota_file`: pace with a quota shared by every process using that file (`SharedRateLimiter`), for
+    a remote endpoint called by many jobs at once; without it the pacing is this process's own.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class OpenAIBackend:
         gate: Ledger | None = None,
         parallel_sampling: bool = False,
         give_up: Callable[[], str | None] | None = None,
+        quota_file: str | Path | None = None,
     ):
         if parallel_sampling and gate is not None:
             raise ValueError("parallel_sampling is for local servers; a budget gate admits single requests")
@@ -86,6 +90,7 @@ class OpenAIBackend:
         self.gate = gate
         self.parallel_sampling = parallel_sampling
         self.give_up = give_up
+        self.quota_file = quota_file
         self.retries = 0  # attempts beyond the first, over the backend's life (for the stage report)
         self._client_args = client_args(base_url, api_key_env, timeout_s)
 
@@ -95,7 +100,9 @@ class OpenAIBackend:
     async def _generate(self, requests: Sequence[Request], on_result: ResultCallback) -> None:
         client = openai.AsyncOpenAI(**self._client_args)
         limit = asyncio.Semaphore(self.max_concurrency)
-        pacing = RateLimiter(*self.limits)
+        pacing: Pacing = (
+            SharedRateLimiter(self.quota_file, *self.limits) if self.quota_file else RateLimiter(*self.limits)
+        )
         groups = sibling_groups(requests) if self.parallel_sampling else [[i] for i in range(len(requests))]
 
         async def one(group: list[int]) -> None:
@@ -115,7 +122,7 @@ class OpenAIBackend:
             await client.close()
 
     async def _complete(
-        self, client: openai.AsyncOpenAI, pacing: RateLimiter, request: Request, n: int = 1
+        self, client: openai.AsyncOpenAI, pacing: Pacing, request: Request, n: int = 1
     ) -> list[Response]:
         """The answers of `request` with seeds seed … seed+n−1 (one HTTP request; n > 1 only for vLLM)."""
         kwargs = chat_body(self.model, request)

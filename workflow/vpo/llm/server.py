@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vpo.provision import HUB_CACHE_ENV, offline_hub_env
+
 log = logging.getLogger(__name__)
 
 
@@ -130,8 +132,12 @@ def local_server(
     `settings` go to `server_command` (vllm, device, vllm_python)."""
     port = free_port()
     log_file = open(log_path, "ab") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
-    hub_cache = tempfile.mkdtemp(prefix="vpo-hub-")  # `transformers serve` lists models from a hub cache
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": hub_cache}
+    env = offline_hub_env()
+    # `transformers serve` lists the models of its hub cache: the configured one (vpo.provision) when
+    # the workflow downloads models, else an empty one, not whatever the user's default cache holds.
+    hub_cache = None if HUB_CACHE_ENV in env else tempfile.mkdtemp(prefix="vpo-hub-")
+    if hub_cache is not None:
+        env["HF_HUB_CACHE"] = hub_cache
     cmd = server_command(kind, model, port, **settings)
     if kind == "vllm" and settings.get("device") == "cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = str(
@@ -154,7 +160,8 @@ def local_server(
         finally:
             _stop(proc)
             log_file.close()
-            shutil.rmtree(hub_cache, ignore_errors=True)
+            if hub_cache is not None:
+                shutil.rmtree(hub_cache, ignore_errors=True)
 
 
 @contextlib.contextmanager
