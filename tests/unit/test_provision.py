@@ -117,15 +117,32 @@ def test_an_interrupted_snapshot_is_completed_with_only_the_missing_file(hub: Fi
 
 def test_a_wrong_revision_fails_with_the_fix(hub: FixtureHub, tmp_path: Path):
     with pytest.raises(
-        ProvisionError, match=r"has no commit 0{40} in vpo-test/tiny-model\. Fix: .*hf models info"
+        ProvisionError,
+        match=r"has no commit, branch or tag 0{40} in vpo-test/tiny-model\. Fix: .*hf models info",
     ):
         provision(REPO_ID, "0" * 40, tmp_path / "hub")
     requests = sum(hub.requests.values())
-    with pytest.raises(ProvisionError, match=r"revision 'main' .* no full 40-hex commit SHA"):
-        provision(REPO_ID, "main", tmp_path / "hub")
+    with pytest.raises(ProvisionError, match=r"revision '0000000' .* short SHA is ambiguous"):
+        provision(REPO_ID, "0000000", tmp_path / "hub")
     with pytest.raises(ProvisionError, match=r"no model repo vpo-test/missing"):
         provision("vpo-test/missing", hub.commits[REPO_ID], tmp_path / "hub")
-    assert sum(hub.requests.values()) == requests + 1  # the branch name was refused before any request
+    assert sum(hub.requests.values()) == requests + 1  # the short SHA was refused before any request
+
+
+def test_a_branch_is_resolved_once_recorded_and_kept(hub: FixtureHub, model_folder: Path, tmp_path: Path):
+    """An unpinned revision: the manifest records the commit it resolved to, the folder jobs get is known
+    beforehand, and a second provisioning keeps that download without asking the hub."""
+    cache, commit = tmp_path / "hub", hub.commits[REPO_ID]
+    manifest = provision(REPO_ID, "main", cache)
+    assert manifest["revision"] == "main" and manifest["commit"] == commit and manifest["pinned"] is False
+    folder = snapshot_path(cache, REPO_ID, "main")
+    assert folder.resolve() == snapshot_path(cache, REPO_ID, commit).resolve()
+    assert (folder / "config.json").read_bytes() == (model_folder / "config.json").read_bytes()
+    assert manifest_of_snapshot(folder) == manifest_path(cache, REPO_ID, "main")
+    assert fingerprint(str(folder)).startswith(f"hub:{REPO_ID}@{commit}|dir:")
+    requests = sum(hub.requests.values())
+    assert provision(REPO_ID, "main", cache)["commit"] == commit
+    assert sum(hub.requests.values()) == requests
 
 
 def test_a_gated_repo_needs_hf_token_which_is_written_nowhere(model_folder, tmp_path, monkeypatch):
@@ -197,8 +214,8 @@ def test_the_command_line_writes_the_manifest_where_asked(hub: FixtureHub, tmp_p
     main(["--repo", REPO_ID, "--revision", hub.commits[REPO_ID], "--cache-dir", str(tmp_path / "hub"),
           "--manifest", str(out)])  # fmt: skip
     assert json.loads(out.read_text())["revision"] == hub.commits[REPO_ID]
-    with pytest.raises(SystemExit, match=r"provision vpo-test/tiny-model: revision 'abc123'"):
-        main(["--repo", REPO_ID, "--revision", "abc123", "--cache-dir", str(tmp_path / "hub")])
+    with pytest.raises(SystemExit, match=r"provision vpo-test/tiny-model: revision 'abc1234'"):
+        main(["--repo", REPO_ID, "--revision", "abc1234", "--cache-dir", str(tmp_path / "hub")])
 
 
 def test_the_fixture_serves_model_info_and_listings_to_the_hub_client(hub: FixtureHub):

@@ -4,8 +4,10 @@ import math
 import os
 import re
 
+from snakemake.logging import logger
+
 from vpo import scheduling
-from vpo.config import hub_manifest, llm_spec, model_path
+from vpo.config import hub_manifest, llm_spec, model_path, unpinned_models
 from vpo.curate import shard_count
 from vpo.queries import count_raw_queries
 from vpo.provision import HUB_CACHE_ENV

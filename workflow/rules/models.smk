@@ -30,6 +30,10 @@ for _name, _model in CFG["models"].items():
 # One provision rule per hub model (`models` entries with a revision): download repo@revision once into
 # `hub_cache` and write its manifest, the DAG input of every stage that loads it. Local rules: they run
 # where the workflow was started, which has network; the compute nodes then only read the cache.
+if workflow.is_main_process:  # once per run, not again in every job's log
+    for _warning in unpinned_models(CFG):
+        logger.warning(f"Warning: {_warning}")
+
 _PROVISIONED = set()
 for _name, _model in CFG["models"].items():
     _manifest = hub_manifest(CFG, _name)

@@ -325,7 +325,10 @@ class Auditor:
             if source in hub:  # downloaded from the hub: the repo, the commit and each file's sha256
                 origin = hub[source]
                 model.fields.update(
-                    repo=origin["repo"], revision=origin["revision"], manifest=origin["manifest"]
+                    repo=origin["repo"],
+                    revision=origin["revision"],
+                    commit=origin.get("commit", origin["revision"]),
+                    manifest=origin["manifest"],
                 )
                 model.children += [
                     Node("file", name, {"sha256": sha}) for name, sha in origin["files_sha256"].items()

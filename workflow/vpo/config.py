@@ -109,10 +109,10 @@ _PATTERN_HINTS = {
         "identifier",
         "a class name is a Python identifier. Fix: e.g. CogVideoXPipeline",
     ),
-    "^[0-9a-f]{40}$": (
-        "commit SHA",
-        "a revision is the full 40-hex commit SHA of the hub repo (a branch moves and a short SHA is "
-        "ambiguous). Fix: look it up with `hf models info <org>/<name>` (field sha) or `git ls-remote "
+    "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$": (
+        "revision",
+        "a revision is the full 40-hex commit SHA of the hub repo (or a branch or tag name, unpinned). Fix: "
+        "look it up with `hf models info <org>/<name>` (field sha) or `git ls-remote "
         "https://huggingface.co/<org>/<name>`, or set null for a local folder",
     ),
 }
@@ -484,7 +484,28 @@ def _hub_model_checks(models: dict[str, Any]) -> list[str]:
                 f"keys 'models.{name}.build' and 'models.{name}.revision' are exclusive: a model is either "
                 "built here or downloaded from the hub. Fix: drop one."
             )
+        if _SHORT_SHA.fullmatch(model["revision"]):
+            problems.append(
+                f"key 'models.{name}.revision': {model['revision']!r} reads like a short commit SHA, which "
+                "is ambiguous. Fix: write the full 40-hex SHA "
+                f"(`hf models info {model['source']}`, field sha)."
+            )
     return problems
+
+
+_SHORT_SHA = re.compile(r"[0-9a-f]{7,39}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def unpinned_models(config: dict[str, Any]) -> list[str]:
+    """Warnings for the hub models whose revision is a branch or tag rather than a commit."""
+    return [
+        f"models.{name}.revision is {model['revision']!r}, not a commit: the weights are not pinned. The "
+        "download records the commit it got (its manifest in hub_cache); pin it by writing that commit "
+        f"(`hf models info {model['source']}`, field sha)."
+        for name, model in config["models"].items()
+        if model["revision"] is not None and not _COMMIT.fullmatch(model["revision"])
+    ]
 
 
 def _local_model_problems(key: str, source: str) -> list[str]:

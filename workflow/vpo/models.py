@@ -112,7 +112,8 @@ def hub_fingerprint(folder: str | os.PathLike) -> str | None:
         raise FileNotFoundError(
             f"{folder}: no model files (config.json, *.safetensors) in {manifest['manifest']}"
         )
-    return f"hub:{manifest['repo']}@{manifest['revision']}|dir:{digest(parts)}"
+    commit = manifest.get("commit", manifest["revision"])  # what a branch revision resolved to
+    return f"hub:{manifest['repo']}@{commit}|dir:{digest(parts)}"
 
 
 def _file_sha256(file: Path) -> str:

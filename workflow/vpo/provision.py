@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 HUB_CACHE_ENV = "VPO_HUB_CACHE"
 MANIFEST_DIR = "vpo-manifests"
 MANIFEST_VERSION = 1
-_REVISION = re.compile(r"[0-9a-f]{40}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHORT_SHA = re.compile(r"[0-9a-f]{7,39}")
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a commit, or a branch or tag name
 _REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -112,12 +114,24 @@ def offline_hub_env(env: dict[str, str] | None = None) -> dict[str, str]:
 def check_revision(repo: str, revision: str) -> None:
     if not _REPO.fullmatch(repo):
         raise ProvisionError(f"{repo!r} is no model hub id `org/name`. Fix: correct models.<name>.source.")
-    if not _REVISION.fullmatch(revision):
+    if not _REVISION.fullmatch(revision) or _SHORT_SHA.fullmatch(revision):
         raise ProvisionError(
-            f"revision {revision!r} of {repo} is no full 40-hex commit SHA (a branch moves; a short SHA is "
-            f"ambiguous). Fix: set models.<name>.revision to the commit, e.g. from `hf models info {repo}` "
-            f"(field sha) or `git ls-remote https://huggingface.co/{repo}`."
+            f"revision {revision!r} of {repo} is no full 40-hex commit SHA nor a branch or tag name (a "
+            f"short SHA is ambiguous). Fix: set models.<name>.revision to the commit, e.g. from `hf models "
+            f"info {repo}` (field sha) or `git ls-remote https://huggingface.co/{repo}`."
         )
+
+
+def pin_branch(hub_cache: str | os.PathLike, repo: str, revision: str) -> str:
+    """The commit a branch or tag resolved to in this cache (huggingface_hub's refs/<revision>), with
+    snapshots/<revision> made a link to its snapshot, so that the folder every job gets is known before
+    the download and stays on that commit in this cache however the branch moves on the hub."""
+    storage = Path(hub_cache) / repo_folder(repo)
+    commit = (storage / "refs" / revision).read_text(encoding="utf-8").strip()
+    alias = storage / "snapshots" / revision
+    if not alias.is_symlink():
+        alias.symlink_to(commit, target_is_directory=True)  # relative: the cache may move as a whole
+    return commit
 
 
 def provision(
@@ -141,11 +155,15 @@ def provision(
         with _progress(Path(hub_cache) / repo_folder(repo), repo, revision, hub_cache, progress_every_s):
             _download(repo, revision, hub_cache, endpoint)
         log.info("download finished in %.0f s", time.monotonic() - started)
+    pinned = bool(_COMMIT.fullmatch(revision))
+    commit = revision if pinned else pin_branch(hub_cache, repo, revision)
     files = _file_entries(folder)
     data = {
         "manifest_version": MANIFEST_VERSION,
         "repo": repo,
         "revision": revision,
+        "commit": commit,
+        "pinned": pinned,
         "snapshot": str(folder),
         "files": files,
         "total_bytes": sum(f["size"] for f in files),
@@ -157,6 +175,11 @@ def provision(
     }
     out = Path(manifest) if manifest is not None else manifest_path(hub_cache, repo, revision)
     write_json(out, data)
+    if data["pinned"] is False:
+        log.warning(
+            "%s@%s is a branch or tag: it resolved to commit %s, kept in this cache; pin it by setting "
+            "models.<name>.revision to that commit", repo, revision, data["commit"],
+        )  # fmt: skip
     log.info("manifest %s: %d files, %.2f GB", out, len(files), data["total_bytes"] / 1e9)
     return data
 
@@ -216,8 +239,8 @@ def _download(repo: str, revision: str, hub_cache: str | os.PathLike, endpoint: 
         ) from None
     except RevisionNotFoundError:
         raise ProvisionError(
-            f"{where} has no commit {revision} in {repo}. Fix: set models.<name>.revision to an existing "
-            f"full commit SHA (`hf models info {repo}`, field sha, or `git ls-remote "
+            f"{where} has no commit, branch or tag {revision} in {repo}. Fix: set models.<name>.revision "
+            f"to an existing full commit SHA (`hf models info {repo}`, field sha, or `git ls-remote "
             f"https://huggingface.co/{repo}`)."
         ) from None
     except RepositoryNotFoundError:

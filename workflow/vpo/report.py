@@ -101,6 +101,7 @@ class JobReport:
                     self.hub_models[str(source)] = {
                         "repo": manifest["repo"],
                         "revision": manifest["revision"],
+                        "commit": manifest.get("commit", manifest["revision"]),  # a branch's commit
                         "manifest": manifest["manifest"],
                         "files_sha256": {f["path"]: f["sha256"] for f in manifest["files"]},
                     }
