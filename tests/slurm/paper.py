@@ -74,7 +74,7 @@ def paper_services(models: dict[str, Path], logs: Path) -> Iterator[PaperService
             "vllm", str(models["policy"]), log_path=logs / "judge-vllm.log", device="cpu",
             vllm=JUDGE_VLLM, vllm_python=VLLM_PYTHON,
         ) as judge,
-        FixtureServer(answer=forward_to(judge.url, model=str(models["policy"]))) as openai,
+        FixtureServer(answer=forward_to(judge.url, model=str(models["policy"])), batch_workers=8) as openai,
     ):  # fmt: skip
         env = {
             **os.environ,
