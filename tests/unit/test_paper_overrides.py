@@ -50,7 +50,7 @@ ALLOWED = {
         "train_*.precision",
         "train_*.deepspeed",
         "eval.bootstrap_samples",
-        "eval.methods",  # fewer rewriters compared (the SFT checkpoint is evaluated as the DPO one is)
+        "eval.methods",  # fewer rewriters compared (a checkpoint's rewrites run as the sample job does)
     ],
     "polling": ["llms.*.batch_poll_s"],  # how often the run asks whether a batch is done
 }

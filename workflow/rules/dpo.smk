@@ -32,6 +32,7 @@ rule sample:
 
 rule build_pairs:
     """Text-level pairs (refined > sampled), merged with video-level pairs; text takes precedence."""
+    localrule: True
     input:
         refinements=shards("dpo", "results/dpo/refinements/shard-{k}.parquet"),
         template=CFG["sample"]["template"],

@@ -20,6 +20,7 @@ wildcard_constraints:
 
 rule eval_queries:
     """The held-out queries, curated like the training sets; overlap with a training query is an error."""
+    localrule: True
     input:
         queries=EVAL["queries"],
         unsafe=[EVAL["unsafe_queries"]] if EVAL["unsafe_queries"] else [],
@@ -52,6 +53,7 @@ rule eval_queries:
 
 rule eval_original_prompts:
     """The baseline: each held-out query is its own prompt (no model, so no GPU)."""
+    localrule: True
     input:
         queries=rules.eval_queries.output.queries,
     output:
@@ -209,6 +211,7 @@ rule eval_rewards:
 
 rule eval_table:
     """The comparison table (CSV, Markdown, HTML) and its plots, from every method's outputs."""
+    localrule: True
     input:
         queries=rules.eval_queries.output.queries,
         prompts=per_method(EVAL_METHODS, "results/eval/{method}/prompts.parquet"),

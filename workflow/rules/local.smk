@@ -3,6 +3,9 @@
 # (`llms.<name>.run_locally`, true by default with base_url). A rule is local only if the LLMs of all
 # the phases it serves run locally. The evaluation's rewrites mix API methods and checkpoints, so
 # eval.smk runs the API ones as rule eval_prompts_local. Without a cluster every rule runs locally.
+# The bookkeeping rules (curate, shard_*, sft_data, build_pairs, video_pairs, video_report, eval_queries,
+# eval_original_prompts, eval_table, run_report) are local where they are defined: seconds of work with no
+# model, which on a cluster would wait in the queue far longer than they run.
 from vpo.config import runs_locally
 
 

@@ -1,5 +1,6 @@
 rule curate:
     """Normalize, filter and de-duplicate one raw query set; dropped queries are kept with reasons."""
+    localrule: True
     input:
         lambda w: CFG["queries"][w.set],
     output:
@@ -35,6 +36,7 @@ for _set in ("sft", "dpo"):
     rule:
         name:
             f"shard_{_set}"
+        localrule: True
         input:
             f"results/queries/{_set}.parquet",
         output:

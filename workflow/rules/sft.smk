@@ -31,6 +31,7 @@ rule draft:
 
 rule sft_data:
     """SFT target = draft if judged Yes, else its refinement; LLaMA-Factory sharegpt format."""
+    localrule: True
     input:
         critiques=shards("sft", "results/sft/critiques/shard-{k}.parquet"),
         refinements=shards("sft", "results/sft/refinements/shard-{k}.parquet"),

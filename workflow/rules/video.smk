@@ -102,6 +102,7 @@ rule score_videos:
 
 rule video_pairs:
     """Video-level pairs: a clear winner over a loser among one query's videos (the method's rule)."""
+    localrule: True
     input:
         video_parts("results/dpo/rewards/shard-{k}/part-{p}.parquet"),
     output:
@@ -124,6 +125,7 @@ rule video_pairs:
 
 rule video_report:
     """Report pages: each query's candidate videos side by side with their scores; reward distribution."""
+    localrule: True
     input:
         rewards=video_parts("results/dpo/rewards/shard-{k}/part-{p}.parquet"),
         pairs="results/dpo/video_pairs.parquet",
