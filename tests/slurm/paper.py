@@ -82,6 +82,9 @@ def paper_services(models: dict[str, Path], logs: Path) -> Iterator[PaperService
             "HF_ENDPOINT": hub.url,
             "OPENAI_API_KEY": "sk-fixture-not-a-secret",
         }
+        # Where Snakemake starts, the hub is reachable (the provision rules download); stage code run
+        # in this test process earlier may have set the jobs' HF_HUB_OFFLINE in its environment.
+        env.pop("HF_HUB_OFFLINE", None)
         yield PaperServices(hub, openai, env)
 
 

@@ -310,3 +310,12 @@ def test_model_servers_and_training_read_the_configured_hub_cache(monkeypatch, t
     with server.local_server("vllm", "m"):
         pass
     assert "vpo-hub-" in json.loads(seen.read_text())["HF_HUB_CACHE"]
+
+
+def test_provisioning_offline_says_to_unset_hf_hub_offline(hub: FixtureHub, tmp_path: Path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ProvisionError, match=r"HF_HUB_OFFLINE is set.*Fix: unset HF_HUB_OFFLINE"):
+        provision(REPO_ID, hub.commits[REPO_ID], tmp_path / "hub")

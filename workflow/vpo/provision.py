@@ -217,6 +217,7 @@ def _download(repo: str, revision: str, hub_cache: str | os.PathLike, endpoint: 
         GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -247,6 +248,12 @@ def _download(repo: str, revision: str, hub_cache: str | os.PathLike, endpoint: 
         raise ProvisionError(
             f"{where} has no model repo {repo} (or it is private and HF_TOKEN grants no access). Fix: "
             "correct models.<name>.source, or export HF_TOKEN with a token that can read it."
+        ) from None
+    except OfflineModeIsEnabled:
+        raise ProvisionError(
+            f"{repo}@{revision} is not complete in {hub_cache} and HF_HUB_OFFLINE is set, so nothing can be "
+            "downloaded. Fix: unset HF_HUB_OFFLINE where the workflow starts (the provision rules run there; "
+            "the jobs stay offline), or fill the cache from a machine with network."
         ) from None
     except LocalEntryNotFoundError as exc:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
