@@ -29,7 +29,10 @@ TEMPLATE = "Check the video prompt against the rules.\nQuery: {query}\nPrompt: {
 GENERATION = {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 64}
 JOBS, PER_JOB = 3, 90
 RPM, TPM = 240.0, 24_000.0  # 270 requests of ≈ 105 tokens: ≈ 28 000 tokens, so TPM binds
-SLACK_S = 0.5  # a request reaches the server a little after its reserved time (HTTP, a busy machine)
+# A request reaches the server a little after its reserved time (HTTP, process scheduling): up to ~1 s
+# on a loaded 2-core machine. 2 s of refill (800 tokens, 3 % of the quota) is far below what three jobs
+# pacing alone would overshoot (the whole burst three times).
+SLACK_S = 2.0
 
 
 def verdict_answer(body: dict) -> dict:
