@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.openai_fixture_server import FixtureServer, echo_answer
+from tests.quota_windows import max_excess
 from vpo.ids import query_id
 from vpo.io import write_records
 from vpo.run_options import RUN_OPTIONS_ENV
@@ -73,19 +74,6 @@ def start_job(tmp_path: Path, url: str, job: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def most_in_a_window(events: list[tuple[float, float]], per_minute: float, slack_s: float) -> float:
-    """The largest amount sent in a window of w seconds minus what the quota refills in w + slack_s:
-    at most one minute's quota (the burst) when the jobs kept to it."""
-    events = sorted(events)
-    worst = 0.0
-    for i, (start, _) in enumerate(events):
-        total = 0.0
-        for end, amount in events[i:]:
-            total += amount
-            worst = max(worst, total - per_minute / 60 * (end - start + slack_s))
-    return worst
-
-
 def test_parallel_judge_jobs_stay_within_one_quota_together(tmp_path):
     (tmp_path / "template.txt").write_text(TEMPLATE)
     with FixtureServer(answer=verdict_answer, latency_s=0.01) as server:
@@ -99,15 +87,15 @@ def test_parallel_judge_jobs_stay_within_one_quota_together(tmp_path):
     tokens = [(a["time"], a["prompt_chars"] // 4 + 1 + a["n"] * a["max_tokens"]) for a in arrivals]
     span = max(t for t, _ in requests) - min(t for t, _ in requests)
     total = sum(amount for _, amount in tokens)
-    burst_r, burst_t = most_in_a_window(requests, RPM, 0.0), most_in_a_window(tokens, TPM, 0.0)
+    burst_r, burst_t = max_excess(requests, RPM / 60, 0.0), max_excess(tokens, TPM / 60, 0.0)
     print(
         f"\n{len(requests)} requests, {total:.0f} tokens in {span:.1f} s; the most sent beyond the refill: "
         f"{burst_r:.0f} requests (quota {RPM:.0f}/min), {burst_t:.0f} tokens (quota {TPM:.0f}/min); "
         f"a token bucket of one minute allows {TPM * (1 + span / 60):.0f} tokens in {span:.1f} s"
     )
     assert total > TPM, "the test must send more than one minute's quota to see the pacing"
-    assert most_in_a_window(requests, RPM, SLACK_S) <= RPM
-    assert most_in_a_window(tokens, TPM, SLACK_S) <= TPM
+    assert max_excess(requests, RPM / 60, SLACK_S) <= RPM
+    assert max_excess(tokens, TPM / 60, SLACK_S) <= TPM
     # Each job alone is within the burst, so without the shared file all three would go at once.
     assert span >= (total - TPM) / (TPM / 60) - SLACK_S
     assert sorted(p.name for p in (tmp_path / "cache" / "quota").iterdir()) == ["judge.json"]

@@ -17,25 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.quota_windows import max_excess
 from vpo.llm.ratelimit import RateLimiter, SharedRateLimiter
 
 RPM, TPM, BURST_S = 600.0, 30_000.0, 1.0  # 10 requests/s and 500 tokens/s; buckets of 10 and 500
 SLACK_S = 0.5  # a request is stamped a little after its reserved time (event loop, a loaded 2-core machine)
 TOKENS = (100, 10, 10)  # per request, by process: the first one alone spends most of the tokens
 PER_PROCESS = 20
-
-
-def max_excess(events: list[tuple[float, float]], rate: float, slack_s: float = SLACK_S) -> float:
-    """The largest sum of amounts in a window [t_i, t_j] minus rate × (its length + slack_s): what a
-    bucket of that capacity must have held for the events to fit."""
-    events = sorted(events)
-    worst = 0.0
-    for i, (start, _) in enumerate(events):
-        total = 0.0
-        for end, amount in events[i:]:
-            total += amount
-            worst = max(worst, total - rate * (end - start + slack_s))
-    return worst
 
 
 def send(args: tuple[str | None, float, int]) -> list[tuple[float, int]]:
@@ -73,7 +61,7 @@ def test_processes_sharing_the_file_stay_within_one_quota_together(tmp_path):
     events = run_processes(tmp_path / "quota" / "judge.json")
     requests = [(t, 1) for t, _ in events]
     rate_r, rate_t = RPM / 60, TPM / 60
-    excess_r, excess_t = max_excess(requests, rate_r), max_excess(events, rate_t)
+    excess_r, excess_t = max_excess(requests, rate_r, SLACK_S), max_excess(events, rate_t, SLACK_S)
     span = max(t for t, _ in events) - min(t for t, _ in events)
     raw_r, raw_t = max_excess(requests, rate_r, 0.0), max_excess(events, rate_t, 0.0)
     print(f"shared: {len(events)} requests in {span:.2f} s; a bucket needed {raw_r:.1f} of 10 requests "
@@ -87,7 +75,7 @@ def test_processes_sharing_the_file_stay_within_one_quota_together(tmp_path):
 
 def test_processes_with_their_own_buckets_would_exceed_the_quota(tmp_path):
     events = run_processes(None)
-    excess_r = max_excess([(t, 1) for t, _ in events], RPM / 60)
+    excess_r = max_excess([(t, 1) for t, _ in events], RPM / 60, SLACK_S)
     print(f"per process: a bucket needed {excess_r:.1f} requests of 10 (with the slack)")
     assert excess_r > RPM * BURST_S / 60  # what the shared file prevents
 

@@ -44,7 +44,8 @@ def built_model(name):
 
 
 def policy_base(wildcards, input):
-    """The base policy for SFT: a local folder (built, downloaded into the hub cache, or configured)."""
+    """The base policy for SFT: a local folder (built, downloaded into the hub cache, or configured). A
+    function, not a value: Snakemake's lint wants a path under an input's folder computed, not literal."""
     return model_path(CFG, CFG["policy_model"])
 
 
@@ -55,10 +56,7 @@ def on_device(spec):
 
 def llm_name(stage, phase="sft"):
     """The `llms` entry a stage uses; the judge can use another one on the DPO side (`<stage>.dpo_llm`)."""
-    section = CFG[stage]
-    if phase == "dpo" and section.get("dpo_llm"):
-        return section["dpo_llm"]
-    return section["llm"]
+    return scheduling.stage_llm_name(CFG, stage, phase)
 
 
 def stage_llm(stage, phase="sft"):
@@ -95,7 +93,7 @@ def llm_runtime(stage, default, llm):
 
 def gpus(stage, phase="sft"):
     """GPUs one job of a GPU-capable stage asks for: 0 without `use_gpus` or for a remote LLM."""
-    llm = scheduling.stage_llm_name(CFG, stage, phase) if stage in scheduling.LLM_STAGES else None
+    llm = llm_name(stage, phase) if stage in scheduling.LLM_STAGES else None
     return scheduling.stage_gpus(CFG, stage, llm)
 
 
@@ -109,7 +107,7 @@ def safe_name(name):
 
 
 def model_location(name):
-    """Input function: the local folder of `models.<name>` (built, downloaded or configured)."""
+    """Params function: the local folder of `models.<name>` (built, downloaded or configured)."""
 
     def location(wildcards, input):
         return model_path(CFG, name)  # the snapshot folder of a hub model, else `source`

@@ -19,6 +19,7 @@ from vpo.prompts import conversation, load_template
 from vpo.queries import QueryFileError, read_raw_queries
 from vpo.reward.checklist import ChecklistError, load_checklist
 from vpo.run_options import EXECUTION_KEYS
+from vpo.scheduling import runs_model_locally
 from vpo.schemas import load_schema
 from vpo.secrets import key_shaped_values, url_has_credential
 
@@ -560,8 +561,7 @@ def llm_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
     execution options (`vpo.run_options`): what decides the answers, hence the rules' params."""
     spec = {k: v for k, v in config["llms"][name].items() if k not in EXECUTION_KEYS}
     spec["name"] = name
-    model = config["models"].get(spec["model"])
-    if model is not None and not (spec["backend"] == "openai" and spec["base_url"]):
+    if runs_model_locally(config, name):
         spec["model_path"] = model_path(config, spec["model"])
         spec["revision"] = None  # a hub model is loaded from its snapshot folder, already pinned
     return spec
