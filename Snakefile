@@ -12,8 +12,8 @@ from snakemake.utils import min_version
 PACKAGE_DIR = os.path.join(workflow.basedir, "workflow")
 sys.path.insert(0, PACKAGE_DIR)
 
-from vpo.config import validate_config
-from vpo.package_path import export_to_jobs
+from vpo.config.validate import validate_config
+from vpo.core.package_path import export_to_jobs
 
 export_to_jobs(PACKAGE_DIR)
 

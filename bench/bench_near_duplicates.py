@@ -14,9 +14,9 @@ import argparse
 import time
 from pathlib import Path
 
-from vpo.curate import content_part, find_near_duplicates, jaccard, shingles
-from vpo.ids import normalize_query
-from vpo.queries import read_raw_queries
+from vpo.core.ids import normalize_query
+from vpo.core.queries import read_raw_queries
+from vpo.stages.curate import content_part, find_near_duplicates, jaccard, shingles
 
 REPO = Path(__file__).resolve().parents[1]
 RELEASED = REPO.parent / "shared/data/vpo/sft_prompts.json"

@@ -1,6 +1,6 @@
 """Benchmark: the sample stage's engines on this machine, same queries × K, through the stage's own code.
 
-Every method runs `vpo.generate.generate` (the `sample` stage's function) behind `vpo.llm.open_llm`,
+Every method runs `vpo.stages.sample.generate` (the `sample` stage's function) behind `vpo.llm.open_llm`,
 exactly as a job does, with a fresh item cache, on the SmolLM2-135M-Instruct folder the workflow builds:
 
 - hf (baseline): the in-process transformers backend, all candidates in batches of `--batch-size`;
@@ -35,11 +35,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vpo.generate import generate  # noqa: E402
-from vpo.ids import query_id  # noqa: E402
+from vpo.core.ids import query_id  # noqa: E402
+from vpo.core.run_options import RUN_OPTIONS_ENV  # noqa: E402
+from vpo.core.templates import load_template  # noqa: E402
 from vpo.llm import open_llm  # noqa: E402
-from vpo.prompts import load_template  # noqa: E402
-from vpo.run_options import RUN_OPTIONS_ENV  # noqa: E402
+from vpo.stages.sample import generate  # noqa: E402
 
 log = logging.getLogger("bench_sampling")
 RELEASE_DPO = REPO.parent / "shared/data/vpo/dpo_prompts.json"
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         model = args.model
         if model is None:
-            from vpo.models import main as build
+            from vpo.models.build import main as build
 
             model = workdir / "smollm2-135m-instruct"
             build(["smollm2-gguf", "--out", str(model)])

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
+from vpo.core.queries import read_raw_queries
+from vpo.core.templates import conversation, load_template
 from vpo.llm.base import Request
 from vpo.llm.hf import HFBackend
-from vpo.prompts import conversation, load_template
-from vpo.queries import read_raw_queries
 
 REPO = Path(__file__).resolve().parents[1]
 

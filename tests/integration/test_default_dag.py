@@ -16,9 +16,9 @@ import pytest
 
 from tests.workflow_run import jobs_by_rule
 from tests.workflow_run import run_snakemake as snakemake
-from vpo.curate import content_part, near_matches
-from vpo.io import read_records
-from vpo.schemas import validate_records
+from vpo.core.io import read_records
+from vpo.core.schemas import validate_records
+from vpo.stages.curate import content_part, near_matches
 
 pytestmark = pytest.mark.integration
 
@@ -361,7 +361,11 @@ def test_changing_the_dpo_judge_reruns_its_critiques_onward_never_videos(project
 
 def audit(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "vpo.audit", *args], cwd=project, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "vpo.tools.audit", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 

@@ -26,7 +26,7 @@ import yaml
 
 from tests.fixtures.openai_fixture_server import FixtureServer
 from tests.workflow_run import copy_project
-from vpo.io import read_records
+from vpo.core.io import read_records
 
 pytestmark = pytest.mark.integration
 

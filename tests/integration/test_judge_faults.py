@@ -22,13 +22,13 @@ import pytest
 
 from tests.fixtures.fault_proxy import FAULTS, FaultProxy
 from tests.fixtures.openai_fixture_server import FixtureServer, echo_answer
-from vpo.critique import critique
-from vpo.ids import query_id
-from vpo.io import read_records, write_records
+from vpo.core.ids import query_id
+from vpo.core.io import read_records, write_records
+from vpo.core.run_options import RUN_OPTIONS_ENV
 from vpo.llm.cache import CachedLLM, ResponseCache
 from vpo.llm.openai_backend import OpenAIBackend
 from vpo.llm.server import local_server
-from vpo.run_options import RUN_OPTIONS_ENV
+from vpo.stages.critique import critique
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,7 @@ def run_stage(tmp_path: Path, url: str, name: str, options: dict) -> subprocess.
     env = {**os.environ, RUN_OPTIONS_ENV: json.dumps({"llms": {"judge": options}})}
     (tmp_path / "template.txt").write_text(TEMPLATE)
     cmd = [
-        sys.executable, "-m", "vpo.critique", "--generations", str(tmp_path / "generations.parquet"),
+        sys.executable, "-m", "vpo.stages.critique", "--generations", str(tmp_path / "generations.parquet"),
         "--template", str(tmp_path / "template.txt"), "--llm", json.dumps(llm),
         "--generation", json.dumps(SAMPLED), "--seed", "0", "--max-parse-retries", "0",
         "--cache-dir", str(tmp_path / f"cache-{name.split('-')[0]}"),

@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-from vpo import generate
-from vpo.ids import query_id
-from vpo.io import read_records, write_records
-from vpo.schemas import validate_records
+from vpo.core.ids import query_id
+from vpo.core.io import read_records, write_records
+from vpo.core.schemas import validate_records
+from vpo.stages import sample as generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""Parallel judge jobs share one API quota: three `python -m vpo.critique` processes, as the critique
+"""Parallel judge jobs share one API quota: three `python -m vpo.stages.critique` processes, as the critique
 rule runs them, against the local OpenAI fixture, which records when each request arrived and what it
 counts against a tokens-per-minute quota (prompt characters / 4 + max_tokens, as OpenAI counts it).
 
@@ -20,9 +20,9 @@ import pytest
 
 from tests.fixtures.openai_fixture_server import FixtureServer, echo_answer
 from tests.quota_windows import max_excess
-from vpo.ids import query_id
-from vpo.io import write_records
-from vpo.run_options import RUN_OPTIONS_ENV
+from vpo.core.ids import query_id
+from vpo.core.io import write_records
+from vpo.core.run_options import RUN_OPTIONS_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def start_job(tmp_path: Path, url: str, job: int) -> subprocess.Popen:
     options = {"requests_per_minute": RPM, "tokens_per_minute": TPM, "max_concurrency": 16}
     env = {**os.environ, RUN_OPTIONS_ENV: json.dumps({"llms": {"judge": options}})}
     cmd = [
-        sys.executable, "-m", "vpo.critique", "--generations", str(tmp_path / f"shard-{job}.parquet"),
+        sys.executable, "-m", "vpo.stages.critique", "--generations", str(tmp_path / f"shard-{job}.parquet"),
         "--template", str(tmp_path / "template.txt"), "--llm", json.dumps(llm),
         "--generation", json.dumps(GENERATION), "--seed", "0", "--max-parse-retries", "0",
         "--cache-dir", str(tmp_path / "cache"),  # results/cache: one for every job of the run

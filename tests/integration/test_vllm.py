@@ -27,17 +27,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from vpo.critique import critique
-from vpo.generate import generate
-from vpo.ids import query_id
-from vpo.io import read_records, write_records
+from vpo.core.ids import query_id
+from vpo.core.io import read_records, write_records
+from vpo.core.run_options import RUN_OPTIONS_ENV
+from vpo.core.schemas import validate_records
+from vpo.core.templates import conversation, load_template
 from vpo.llm import open_llm
 from vpo.llm.base import Request
 from vpo.llm.cache import request_key
-from vpo.prompts import conversation, load_template
-from vpo.refine import refine
-from vpo.run_options import RUN_OPTIONS_ENV
-from vpo.schemas import validate_records
+from vpo.stages.critique import critique
+from vpo.stages.refine import refine
+from vpo.stages.sample import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.vllm]
 
@@ -73,7 +73,7 @@ def smollm2(tmp_path_factory, request) -> Path:
         built = request.getfixturevalue("default_run") / "resources/models/smollm2-135m-instruct"
         if built.is_dir():
             return built
-    from vpo.models import main as build
+    from vpo.models.build import main as build
 
     out = tmp_path_factory.mktemp("models") / "smollm2-135m-instruct"
     build(["smollm2-gguf", "--out", str(out)])
@@ -161,10 +161,11 @@ def test_a_judged_shard_with_structured_outputs(served, candidates):
 
 
 def sample_job(model: Path, workdir: Path, queries_file: Path, run: str) -> subprocess.Popen:
-    """`python -m vpo.generate --role sample` as the workflow's `sample` rule runs it."""
+    """`python -m vpo.stages.sample --role sample` as the workflow's `sample` rule runs it."""
     spec = vllm_spec(model, max_concurrency=2, max_retries=2, backoff_base_s=0.2)
     argv = [
-        sys.executable, "-m", "vpo.generate", "--role", "sample", "--k", "4", "--queries", str(queries_file),
+        sys.executable, "-m", "vpo.stages.sample", "--role", "sample", "--k", "4",
+        "--queries", str(queries_file),
         "--template", str(POLICY_TEMPLATE), "--llm", json.dumps(spec),
         "--generation", json.dumps({**SAMPLING, "max_new_tokens": 32}), "--seed", "0", "--threads", "1",
         "--cache-dir", str(workdir / "cache"), "--out", str(workdir / "candidates.parquet"),

@@ -51,7 +51,7 @@ def stand_in_models(folder: Path, built: Path | None) -> dict[str, Path]:
     for role, (recipe, name, _) in STAND_INS.items():
         path = built / name if built is not None and (built / name).is_dir() else folder / name
         if not path.is_dir():
-            subprocess.run([sys.executable, "-m", "vpo.models", recipe, "--out", str(path)], check=True)
+            subprocess.run([sys.executable, "-m", "vpo.models.build", recipe, "--out", str(path)], check=True)
         found[role] = path
     return found
 

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from tests.workflow_run import copy_project, jobs_by_rule
-from vpo.io import read_records
+from vpo.core.io import read_records
 
 from .cluster import Cluster, rule_of
 from .paper import PaperServices, paper_services, require_vllm, stand_in_models, write_overrides

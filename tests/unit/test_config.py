@@ -5,7 +5,9 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from vpo.config import ConfigError, config_doc, unpinned_models, validate_config
+from vpo.config.checks import unpinned_models
+from vpo.config.doc import config_doc
+from vpo.config.validate import ConfigError, validate_config
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""RO-Crate export (vpo.crate) of a small synthetic run: structure, checksums, provenance, no secrets."""
+"""RO-Crate export (vpo.tools.crate) of a small synthetic run: structure, checksums, provenance, no
+secrets."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import polars as pl
 import pytest
 from rocrate.rocrate import ROCrate
 
-from vpo.crate import CrateError, build_crate, main
+from vpo.tools.crate import CrateError, build_crate, main
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SECRET = "sk-test-" + "Zq7" * 12
@@ -51,7 +52,7 @@ def job_report(
     slurm_job_id: str | None = None,
     dirty: bool = False,
 ) -> Path:
-    """A report shaped like JobReport.write's (vpo/report.py), built by hand."""
+    """A report shaped like JobReport.write's (vpo/core/provenance.py), built by hand."""
     report = {
         "stage": stage,
         "counts": {"ok": 3, "failed": 0},
@@ -411,7 +412,7 @@ def test_missing_config_names_the_file(project: Path):
 
 def test_reports_written_by_jobreport_and_jobs_at_two_commits(project: Path):
     """A report from JobReport itself is read like the hand-built ones; mixed commits are recorded."""
-    from vpo.report import JobReport
+    from vpo.core.provenance import JobReport
 
     pairs = parquet(project / "results/dpo/pairs.parquet", [{"pair_id": "p1"}])
     report = JobReport("build_pairs", params={"shuffle_seed": 0})

@@ -3,7 +3,8 @@ import random
 
 import pytest
 
-from vpo.curate import (
+from vpo.core.queries import QueryFileError, read_raw_queries
+from vpo.stages.curate import (
     CurationRules,
     content_part,
     curate,
@@ -12,7 +13,6 @@ from vpo.curate import (
     rule_violation,
     with_control_chars,
 )
-from vpo.queries import QueryFileError, read_raw_queries
 
 RULES = CurationRules(
     min_words=3, max_words=20, max_special_char_ratio=0.3, near_duplicate_jaccard=0.7, shingle_words=2

@@ -14,18 +14,19 @@ import pytest
 import yaml
 
 from tests.fixtures.openai_fixture_server import FixtureServer
-from vpo.config import ConfigError, validate_config
-from vpo.curate import CurationRules
+from vpo.config.validate import ConfigError, validate_config
+from vpo.core.ids import query_id
+from vpo.core.io import read_records, write_records
+from vpo.core.queries import exact_overlaps
 from vpo.evaluation import heldout, table
 from vpo.evaluation.judge import judge
 from vpo.evaluation.metrics import Estimate, paired_outcomes, query_scores, win_tie_loss
 from vpo.evaluation.prompts import original_prompts, with_method
-from vpo.ids import query_id
-from vpo.io import read_records, write_records
+from vpo.judge.parsing import looks_like_refusal, parse_safety
 from vpo.llm.base import Response
 from vpo.llm.ledger import Price
-from vpo.parsing import looks_like_refusal, parse_safety
-from vpo.rewrite import rewrite_queries
+from vpo.stages.curate import CurationRules
+from vpo.tools.rewrite import rewrite_queries
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = CurationRules(3, 120, 0.3, 0.7, 2)
@@ -141,7 +142,7 @@ def test_default_held_out_files_do_not_overlap_the_training_files(monkeypatch):
     monkeypatch.chdir(REPO)
     section = validate_config(default_config())["eval"]
     files = {"general": section["queries"], "unsafe": section["unsafe_queries"]}
-    assert heldout.exact_overlaps(files, default_config()["queries"]) == []
+    assert exact_overlaps(files, default_config()["queries"]) == []
 
 
 def test_null_from_the_command_line_means_no_unsafe_subset(monkeypatch):
@@ -338,7 +339,7 @@ def write_method(
 
 
 def table_carried() -> tuple[str, ...]:
-    from vpo.rewards import _CARRIED
+    from vpo.stages.score_videos import _CARRIED
 
     return _CARRIED
 

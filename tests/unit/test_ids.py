@@ -1,4 +1,4 @@
-from vpo.ids import candidate_id, derive_seed, normalize_query, query_id, shard_of
+from vpo.core.ids import candidate_id, derive_seed, normalize_query, query_id, shard_of
 
 
 def test_query_id_ignores_whitespace_and_case():

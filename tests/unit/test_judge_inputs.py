@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import REPO
-from vpo.critique import critique
+from vpo.core.templates import conversation, load_template
 from vpo.evaluation.judge import judge
+from vpo.judge.parsing import neutralize_markers, parse_refinement, parse_safety, parse_verdict
 from vpo.llm.base import Response
-from vpo.parsing import neutralize_markers, parse_refinement, parse_safety, parse_verdict
-from vpo.prompts import conversation, load_template
-from vpo.refine import refine
+from vpo.stages.critique import critique
+from vpo.stages.refine import refine
 
 GEN = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 64}
 CRITIQUE = load_template(REPO / "resources/prompts/critique.txt")

@@ -10,14 +10,15 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from vpo.config import llm_spec, validate_config
-from vpo.estimate import estimate, format_spending, format_table
+from vpo.config.resolve import llm_spec
+from vpo.config.validate import validate_config
+from vpo.core.queries import read_raw_queries
+from vpo.core.run_options import RUN_OPTIONS_ENV, run_options, with_execution_options
 from vpo.llm.base import Request, Response
 from vpo.llm.cache import CachedLLM, ResponseCache
 from vpo.llm.ledger import BudgetExceeded, Ledger, Price, read_ledger, spent_usd
 from vpo.llm.ratelimit import RateLimiter
-from vpo.queries import read_raw_queries
-from vpo.run_options import RUN_OPTIONS_ENV, run_options, with_execution_options
+from vpo.tools.estimate import estimate, format_spending, format_table
 
 PRICE = Price(input_per_mtok=2.5, output_per_mtok=10.0)
 

@@ -13,7 +13,8 @@ import yaml
 
 from tests.conftest import REPO
 from tests.workflow_run import jobs_by_rule
-from vpo.config import ConfigError, runs_locally, validate_config
+from vpo.config.resolve import runs_locally
+from vpo.config.validate import ConfigError, validate_config
 
 API = '{backend: openai, model: gpt-4o, base_url: "http://127.0.0.1:9/v1"%s}'
 OURS = {"draft", "critique", "refine", "eval_judge", "eval_prompts_local"}

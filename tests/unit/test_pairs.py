@@ -1,4 +1,4 @@
-from vpo.pairs import merge_pairs, text_pairs
+from vpo.stages.build_pairs import merge_pairs, text_pairs
 
 
 def refinement(qid, index, status="ok", prompt="sampled", refined="refined"):

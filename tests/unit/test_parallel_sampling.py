@@ -11,11 +11,11 @@ import json
 import pytest
 
 from tests.fixtures.openai_fixture_server import FixtureServer
-from vpo.generate import generate
-from vpo.ids import consecutive_seeds, query_id
+from vpo.core.ids import consecutive_seeds, query_id
 from vpo.llm.base import Request
 from vpo.llm.cache import CachedLLM, ResponseCache, request_key
 from vpo.llm.openai_backend import OpenAIBackend, sibling_groups
+from vpo.stages.sample import generate
 
 TEMPLATE = "Rewrite the video query: {query}"
 SAMPLING = {"temperature": 0.9, "top_p": 0.9, "max_new_tokens": 64}

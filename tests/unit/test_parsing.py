@@ -1,6 +1,6 @@
 import pytest
 
-from vpo.parsing import clean_prompt, parse_refinement, parse_verdict
+from vpo.judge.parsing import clean_prompt, parse_refinement, parse_verdict
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@ import hashlib
 import pytest
 
 from tests.conftest import REPO
-from vpo.prompts import conversation, load_template, refine_conversation
+from vpo.core.templates import conversation, load_template, refine_conversation
 
 # The policy's inference template is the one text taken as-is from the VPO README (the released
 # checkpoints were trained on it); `{}` became `{query}`. Editors that strip trailing spaces break it.

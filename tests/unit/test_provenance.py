@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from vpo.report import JobReport
-from vpo.run_options import RUN_OPTIONS_ENV, run_options
+from vpo.core.provenance import JobReport
+from vpo.core.run_options import RUN_OPTIONS_ENV, run_options
 
 SECRET = "sk-live-0123456789abcdef"
 

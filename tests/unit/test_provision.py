@@ -15,9 +15,9 @@ import yaml
 
 from tests.fixtures.hub_fixture_server import FixtureHub
 from tests.workflow_run import copy_project, jobs_by_rule, run_snakemake
-from vpo.audit import Auditor, Run
-from vpo.models import fingerprint
-from vpo.provision import (
+from vpo.core.fingerprints import fingerprint
+from vpo.core.provenance import JobReport
+from vpo.models.provision import (
     HUB_CACHE_ENV,
     ProvisionError,
     main,
@@ -27,7 +27,7 @@ from vpo.provision import (
     provision,
     snapshot_path,
 )
-from vpo.report import JobReport
+from vpo.tools.audit import Auditor, Run
 
 REPO_ID = "vpo-test/tiny-model"
 
@@ -36,7 +36,7 @@ REPO_ID = "vpo-test/tiny-model"
 def _hub_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub.constants
 
-    # The sha256 memo of vpo.models stays in this test's folder; the hub client is online (the fixture).
+    # The sha256 memo of vpo.models.build stays in this test's folder; the hub client is online (the fixture).
     monkeypatch.setenv("VPO_CACHE_DIR", str(tmp_path / "vpo-cache"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
@@ -279,7 +279,7 @@ def test_a_dry_run_provisions_each_hub_model_in_a_local_rule_before_its_stages(t
 
 def test_model_servers_and_training_read_the_configured_hub_cache(monkeypatch, tmp_path: Path):
     import vpo.llm.server as server
-    import vpo.train as train
+    import vpo.stages.train as train
 
     (tmp_path / "health").write_text("ok")
     seen = tmp_path / "env.json"

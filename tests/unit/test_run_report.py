@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from vpo import run_report
-from vpo.ids import query_id
-from vpo.io import write_records
-from vpo.run_options import RUN_OPTIONS_ENV, run_options, without_run_options
+from vpo.core.ids import query_id
+from vpo.core.io import write_records
+from vpo.core.run_options import RUN_OPTIONS_ENV, run_options, without_run_options
+from vpo.pages import run_report
 
 FAKE_SECRET = "sk-test-0123456789abcdef-not-a-real-key"
 KEY_ENV = "VPO_TEST_JUDGE_KEY"
@@ -111,7 +111,7 @@ def job_report(
     inputs: int = 2,
     extra: dict[str, Any] | None = None,
 ) -> str:
-    """A job report in vpo.report.JobReport's format."""
+    """A job report in vpo.core.provenance.JobReport's format."""
     data: dict[str, Any] = {"stage": stage, "counts": counts, **(extra or {})}
     if llm is not None:
         data["llm"] = llm

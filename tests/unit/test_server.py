@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from vpo.config import validate_config
+from vpo.config.validate import validate_config
 from vpo.llm.server import server_command, vllm_defaults
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from vpo.sft_data import sft_examples
+from vpo.stages.sft_data import sft_examples
 
 
 def critique(qid, status="ok", verdict=None):

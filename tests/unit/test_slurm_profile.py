@@ -1,4 +1,4 @@
-"""`vpo slurm-profile` and the resource rules behind it (vpo.scheduling): which rules go to the GPU
+"""`vpo slurm-profile` and the resource rules behind it (vpo.config.scheduling): which rules go to the GPU
 partition under a config, name checks, no silent overwrite, retries with more memory and time, and a
 Snakemake dry run through the written profile that keeps the site's partition and account."""
 
@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from vpo import scheduling
-from vpo.config import validate_config
-from vpo.slurm_profile import main
+from vpo.config import scheduling
+from vpo.config.validate import validate_config
+from vpo.tools.slurm_profile import main
 
 SHA = re.compile(r"[0-9a-f]{40}")
 
@@ -113,7 +113,7 @@ def test_an_existing_profile_is_kept_without_force(tmp_path, monkeypatch):
 
 
 def test_the_default_place_is_where_a_bare_profile_name_is_found(monkeypatch, tmp_path):
-    from vpo.slurm_profile import default_out
+    from vpo.tools.slurm_profile import default_out
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     assert sys.platform != "linux" or default_out() == tmp_path / "snakemake" / "slurm"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.workflow_run import copy_project, jobs_by_rule, run_snakemake
-from vpo.status import collect, format_status, incomplete_outputs, make_job
+from vpo.tools.status import collect, format_status, incomplete_outputs, make_job
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_ID = "0f1e2d3c-run"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from vpo.ids import digest
-from vpo.judging import ask_until_parsed
+from vpo.core.ids import digest
+from vpo.judge.ask import ask_until_parsed
+from vpo.judge.parsing import answer_schema, parse_structured_refinement, parse_structured_verdict
 from vpo.llm.base import Request, Response
 from vpo.llm.cache import request_key
 from vpo.llm.openai_backend import chat_body
-from vpo.parsing import answer_schema, parse_structured_refinement, parse_structured_verdict
 
 GEN = {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 64}
 CRITIQUE = {
@@ -92,9 +92,9 @@ def test_refusals_are_kept_and_not_retried_unparsed_answers_are():
 
 def test_the_critique_stage_reads_structured_answers_from_an_endpoint(tmp_path):
     from tests.fixtures.openai_fixture_server import FixtureServer
-    from vpo.critique import critique
     from vpo.llm.cache import CachedLLM, ResponseCache
     from vpo.llm.openai_backend import OpenAIBackend
+    from vpo.stages.critique import critique
 
     seen = []
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vpo.io import read_records, write_records
+from vpo.core.io import read_records, write_records
 from vpo.reward.frames import read_video
 
 SETTINGS = {
@@ -54,7 +54,7 @@ def candidate(index, prompt, status="ok"):
 
 
 def run_stage(tmp_path, model, name, extra=(), settings=SETTINGS):
-    from vpo.videos import main
+    from vpo.stages.generate_videos import main
 
     out = tmp_path / f"{name}.parquet"
     report = tmp_path / f"{name}.json"

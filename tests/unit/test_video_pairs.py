@@ -2,9 +2,9 @@
 
 import pytest
 
-from vpo.pairs import merge_pairs, text_pairs
 from vpo.reward.checklist import Checklist, Question
-from vpo.video_pairs import dominates, video_pairs
+from vpo.stages.build_pairs import merge_pairs, text_pairs
+from vpo.stages.video_pairs import dominates, video_pairs
 
 CHECKLIST = Checklist("golden", tuple(Question(f"q{i}", f"question {i}", w) for i, w in enumerate([1, 1, 1])))
 

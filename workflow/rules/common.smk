@@ -6,17 +6,18 @@ import re
 
 from snakemake.logging import logger
 
-from vpo import scheduling
-from vpo.config import hub_manifest, llm_spec, model_path, unpinned_models
-from vpo.curate import shard_count
-from vpo.queries import count_raw_queries
-from vpo.provision import HUB_CACHE_ENV
-from vpo.run_options import RUN_OPTIONS_ENV, run_options
+from vpo.config import scheduling
+from vpo.config.checks import unpinned_models
+from vpo.config.resolve import hub_manifest, llm_spec, model_path
+from vpo.stages.curate import shard_count
+from vpo.core.queries import count_raw_queries
+from vpo.models.provision import HUB_CACHE_ENV
+from vpo.core.run_options import RUN_OPTIONS_ENV, run_options
 
 # How LLM requests are sent (concurrency, pacing, retries, Batch API) and what they may cost reach the
-# jobs through the environment, not params: changing them must not re-run anything (vpo.run_options).
+# jobs through the environment, not params: changing them must not re-run anything (vpo.core.run_options).
 os.environ[RUN_OPTIONS_ENV] = json.dumps(run_options(CFG))
-# Jobs load hub models offline from the configured cache (vpo.provision.offline_hub_env).
+# Jobs load hub models offline from the configured cache (vpo.models.provision.offline_hub_env).
 if any(m["revision"] for m in CFG["models"].values()):
     os.environ[HUB_CACHE_ENV] = CFG["hub_cache"]
 
@@ -76,7 +77,7 @@ def sampler_spec(wildcards, input):
 
 def res(stage, key, default):
     """`<stage>.resources.<key>` (else `default`). Memory and wall time grow with the attempt, so that a
-    job Slurm ended at its limit is retried with more (vpo.scheduling.GROWS_WITH_ATTEMPT)."""
+    job Slurm ended at its limit is retried with more (vpo.config.scheduling.GROWS_WITH_ATTEMPT)."""
     value = scheduling.configured(CFG, stage, key, default)
     if key in scheduling.GROWS_WITH_ATTEMPT:
         return lambda wildcards, attempt: scheduling.grown(value, attempt)

@@ -24,7 +24,7 @@ rule sample:
     conda:
         "../../envs/llm.yaml"
     shell:
-        "python -m vpo.generate --role sample --k {params.k:q} --queries {input.queries:q}"
+        "python -m vpo.stages.sample --role sample --k {params.k:q} --queries {input.queries:q}"
         " --template {input.template:q} --llm {params.llm:q} --generation {params.generation:q}"
         " --seed {params.seed:q} --threads {threads:q} --out {output.records:q} --report {output.report:q}"
         " --server-log {log:q}.server > {log:q} 2>&1"
@@ -52,7 +52,7 @@ rule build_pairs:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.pairs --refinements {input.refinements:q} {params.video:q} --template {input.template:q}"
+        "python -m vpo.stages.build_pairs --refinements {input.refinements:q} {params.video:q} --template {input.template:q}"
         " --shuffle-seed {params.shuffle_seed:q} --pairs {output.pairs:q} --out-dir {output.dataset:q}"
         " --report {output.report:q} > {log:q} 2>&1"
 
@@ -80,6 +80,6 @@ rule train_dpo:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m vpo.train --stage dpo --model {input.model:q} --dataset-dir {input.dataset:q}"
+        "python -m vpo.stages.train --stage dpo --model {input.model:q} --dataset-dir {input.dataset:q}"
         " --dataset vpo_dpo --train {params.train:q} --seed {params.seed:q} --threads {threads:q}"
         " --out {output.model:q} --report {output.report:q} > {log:q} 2>&1"

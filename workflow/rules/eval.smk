@@ -3,7 +3,7 @@
 # query's and the other methods' videos and scores stay.
 import re
 
-from vpo.config import reward_spec
+from vpo.config.resolve import reward_spec
 
 EVAL = CFG["eval"]
 
@@ -171,7 +171,7 @@ rule eval_videos:
     conda:
         "../../envs/t2v.yaml"
     shell:
-        "python -m vpo.videos --candidates {input.prompts:q} --part {wildcards.p:q} --parts {params.parts:q}"
+        "python -m vpo.stages.generate_videos --candidates {input.prompts:q} --part {wildcards.p:q} --parts {params.parts:q}"
         " --seed-by query_id --model {params.model:q}"
         " --revision={params.revision:q} --t2v {params.t2v:q} --seed {params.seed:q} --threads {threads:q}"
         " --out {output.records:q} --report {output.report:q} > {log:q} 2>&1"
@@ -204,7 +204,7 @@ rule eval_rewards:
             else "../../envs/reward.yaml"
         )
     shell:
-        "python -m vpo.rewards --videos {input.videos:q} --checklist {input.checklist:q}"
+        "python -m vpo.stages.score_videos --videos {input.videos:q} --checklist {input.checklist:q}"
         " --scorer {params.scorer:q} --threads {threads:q} --out {output.records:q}"
         " --report {output.report:q} > {log:q} 2>&1"
 

@@ -30,7 +30,7 @@ rule critique:
     conda:
         "../../envs/llm.yaml"
     shell:
-        "python -m vpo.critique --generations {input.prompts:q} --template {input.template:q}"
+        "python -m vpo.stages.critique --generations {input.prompts:q} --template {input.template:q}"
         " --llm {params.llm:q} --generation {params.generation:q} --seed {params.seed:q}"
         " --max-parse-retries {params.retries:q} --threads {threads:q} --out {output.records:q}"
         " --report {output.report:q} --server-log {log:q}.server > {log:q} 2>&1"
@@ -65,7 +65,7 @@ rule refine:
     conda:
         "../../envs/llm.yaml"
     shell:
-        "python -m vpo.refine --critiques {input.critiques:q} --critique-template {input.critique_template:q}"
+        "python -m vpo.stages.refine --critiques {input.critiques:q} --critique-template {input.critique_template:q}"
         " --template {input.template:q} --llm {params.llm:q} --generation {params.generation:q}"
         " --seed {params.seed:q} --max-parse-retries {params.retries:q} --threads {threads:q}"
         " --out {output.records:q} --report {output.report:q} --server-log {log:q}.server > {log:q} 2>&1"

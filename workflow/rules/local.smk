@@ -6,7 +6,7 @@
 # The bookkeeping rules (curate, shard_*, sft_data, build_pairs, video_pairs, video_report, eval_queries,
 # eval_original_prompts, eval_table, run_report) are local where they are defined: seconds of work with no
 # model, which on a cluster would wait in the queue far longer than they run.
-from vpo.config import runs_locally
+from vpo.config.resolve import runs_locally
 
 
 def _local_rule(rule, llm_names):

@@ -24,7 +24,7 @@ for _name, _model in CFG["models"].items():
         conda:
             f"../../envs/{BUILD_ENVS[_model['build']]}.yaml"
         shell:
-            "python -m vpo.models {params.recipe:q} --out {output:q} > {log:q} 2>&1"
+            "python -m vpo.models.build {params.recipe:q} --out {output:q} > {log:q} 2>&1"
 
 
 # One provision rule per hub model (`models` entries with a revision): download repo@revision once into
@@ -59,5 +59,5 @@ for _name, _model in CFG["models"].items():
         conda:
             "../../envs/llm.yaml"
         shell:
-            "python -m vpo.provision --repo {params.repo:q} --revision {params.revision:q}"
+            "python -m vpo.models.provision --repo {params.repo:q} --revision {params.revision:q}"
             " --cache-dir {params.cache:q} --manifest {output:q} > {log:q} 2>&1"

@@ -22,7 +22,7 @@ rule curate:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.curate --input {input:q} --set {wildcards.set:q} --min-words {params.c[min_words]:q}"
+        "python -m vpo.stages.curate --input {input:q} --set {wildcards.set:q} --min-words {params.c[min_words]:q}"
         " --max-words {params.c[max_words]:q} --max-special-char-ratio {params.c[max_special_char_ratio]:q}"
         " --near-duplicate-jaccard {params.c[near_duplicate_jaccard]:q}"
         " --shingle-words {params.c[shingle_words]:q} {params.max_queries:q}"
@@ -49,4 +49,4 @@ for _set in ("sft", "dpo"):
         conda:
             "../../envs/core.yaml"
         shell:
-            "python -m vpo.shard --input {input:q} --out {output:q} > {log:q} 2>&1"
+            "python -m vpo.stages.shard --input {input:q} --out {output:q} > {log:q} 2>&1"

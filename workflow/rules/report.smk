@@ -1,6 +1,6 @@
 # The run report: one page with the config, every job's provenance, per-stage statistics and plots
 # (`snakemake --report` shows it under "Run summary", the plots under "Plots").
-from vpo.run_options import without_run_options
+from vpo.core.run_options import without_run_options
 
 VIDEO = CFG["pairs"]["video"]
 
@@ -81,7 +81,7 @@ rule run_report:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.run_report --reports {input.reports:q} --config-json {params.config:q}"
+        "python -m vpo.pages.run_report --reports {input.reports:q} --config-json {params.config:q}"
         " --raw-queries sft={input.raw_sft:q} dpo={input.raw_dpo:q} --queries {input.queries:q}"
         " --drafts {input.drafts:q} --sft-refinements {input.sft_refinements:q}"
         " --candidates {input.candidates:q} --dpo-refinements {input.dpo_refinements:q}"

@@ -23,7 +23,7 @@ rule draft:
     conda:
         "../../envs/llm.yaml"
     shell:
-        "python -m vpo.generate --role draft --k 1 --queries {input.queries:q} --template {input.template:q}"
+        "python -m vpo.stages.sample --role draft --k 1 --queries {input.queries:q} --template {input.template:q}"
         " --llm {params.llm:q} --generation {params.generation:q} --seed {params.seed:q}"
         " --threads {threads:q} --out {output.records:q} --report {output.report:q}"
         " --server-log {log:q}.server > {log:q} 2>&1"
@@ -48,7 +48,7 @@ rule sft_data:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.sft_data --critiques {input.critiques:q} --refinements {input.refinements:q}"
+        "python -m vpo.stages.sft_data --critiques {input.critiques:q} --refinements {input.refinements:q}"
         " --template {input.template:q} --out-dir {output.dataset:q} --examples {output.examples:q}"
         " --report {output.report:q} > {log:q} 2>&1"
 
@@ -77,6 +77,6 @@ rule train_sft:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m vpo.train --stage sft --model {params.base:q} --dataset-dir {input.dataset:q}"
+        "python -m vpo.stages.train --stage sft --model {params.base:q} --dataset-dir {input.dataset:q}"
         " --dataset vpo_sft --train {params.train:q} --seed {params.seed:q} --threads {threads:q}"
         " --out {output.model:q} --report {output.report:q} > {log:q} 2>&1"

@@ -2,8 +2,8 @@
 # reward model, and turn clear winners into video-level pairs. In the DAG only when pairs.video is true.
 from pathlib import Path
 
-from vpo.config import reward_spec
-from vpo.videos import missing_videos
+from vpo.config.resolve import reward_spec
+from vpo.stages.generate_videos import missing_videos
 
 T2V = CFG["t2v"]
 REWARD = CFG["reward"]
@@ -63,7 +63,7 @@ rule generate_videos:
     conda:
         "../../envs/t2v.yaml"
     shell:
-        "python -m vpo.videos --candidates {input.candidates:q} --part {wildcards.p:q} --parts {params.parts:q}"
+        "python -m vpo.stages.generate_videos --candidates {input.candidates:q} --part {wildcards.p:q} --parts {params.parts:q}"
         " --model {params.model:q} --revision={params.revision:q} --t2v {params.t2v:q} --seed {params.seed:q}"
         " --threads {threads:q} --out {output.records:q} --report {output.report:q} > {log:q} 2>&1"
 
@@ -95,7 +95,7 @@ rule score_videos:
             else "../../envs/reward.yaml"
         )
     shell:
-        "python -m vpo.rewards --videos {input.videos:q} --checklist {input.checklist:q}"
+        "python -m vpo.stages.score_videos --videos {input.videos:q} --checklist {input.checklist:q}"
         " --scorer {params.scorer:q} --threads {threads:q} --out {output.records:q}"
         " --report {output.report:q} > {log:q} 2>&1"
 
@@ -119,7 +119,7 @@ rule video_pairs:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.video_pairs --rewards {input:q} --margin {params.margin:q}"
+        "python -m vpo.stages.video_pairs --rewards {input:q} --margin {params.margin:q}"
         " --convention {params.convention:q} --out {output.pairs:q} --report {output.report:q} > {log:q} 2>&1"
 
 
@@ -149,6 +149,6 @@ rule video_report:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.video_report --rewards {input.rewards:q} --pairs {input.pairs:q}"
+        "python -m vpo.pages.video_page --rewards {input.rewards:q} --pairs {input.pairs:q}"
         " --max-queries {params.max_queries:q} --convention {params.convention:q}"
         " --page {output.page:q} --plot {output.plot:q} > {log:q} 2>&1"

@@ -9,12 +9,21 @@ import sys
 
 # command → (one-line summary, module whose main(argv) runs it; None: defined here)
 COMMANDS = {
-    "rewrite": ("rewrite queries with a trained policy (vpo rewrite --help)", "vpo.rewrite"),
-    "audit": ("where a pair, candidate, video or file came from: vpo audit <id | path>", "vpo.audit"),
-    "export-crate": ("the run as an RO-Crate (workflow, config, outputs with sha256, jobs)", "vpo.crate"),
-    "estimate": ("what the LLM calls of a config may cost: vpo estimate config/paper.yaml", "vpo.estimate"),
-    "status": ("where a run stands: jobs per stage, cache hits, failures, spend, ETA", "vpo.status"),
-    "slurm-profile": ("a Slurm profile for a config: vpo slurm-profile --partition P", "vpo.slurm_profile"),
+    "rewrite": ("rewrite queries with a trained policy (vpo rewrite --help)", "vpo.tools.rewrite"),
+    "audit": ("where a pair, candidate, video or file came from: vpo audit <id | path>", "vpo.tools.audit"),
+    "export-crate": (
+        "the run as an RO-Crate (workflow, config, outputs with sha256, jobs)",
+        "vpo.tools.crate",
+    ),
+    "estimate": (
+        "what the LLM calls of a config may cost: vpo estimate config/paper.yaml",
+        "vpo.tools.estimate",
+    ),
+    "status": ("where a run stands: jobs per stage, cache hits, failures, spend, ETA", "vpo.tools.status"),
+    "slurm-profile": (
+        "a Slurm profile for a config: vpo slurm-profile --partition P",
+        "vpo.tools.slurm_profile",
+    ),
     "check-config": ("validate config files: vpo check-config config/paper.yaml", None),
     "config-doc": ("print config/README.md, generated from the config schema", None),
 }
@@ -29,7 +38,7 @@ class _Version(argparse.Action):
 
 
 def version() -> str:
-    from vpo.report import code_version
+    from vpo.core.provenance import code_version
 
     commit = code_version()["commit"]
     return f"vpo {importlib.metadata.version('vpo-workflow')}" + (f" (git {commit[:12]})" if commit else "")
@@ -49,7 +58,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def check_config(argv: list[str]) -> None:
-    from vpo.config import ConfigError, load_config
+    from vpo.config.validate import ConfigError, load_config
 
     parser = argparse.ArgumentParser(
         prog="vpo check-config",
@@ -66,7 +75,7 @@ def check_config(argv: list[str]) -> None:
 
 
 def config_doc(argv: list[str]) -> None:
-    from vpo.config import config_doc as doc
+    from vpo.config.doc import config_doc as doc
 
     argparse.ArgumentParser(
         prog="vpo config-doc",
@@ -88,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "config-doc":
         config_doc(rest)
     elif args.command == "export-crate":
-        importlib.import_module("vpo.crate").main(rest, prog="vpo export-crate")
+        importlib.import_module("vpo.tools.crate").main(rest, prog="vpo export-crate")
     else:
         importlib.import_module(COMMANDS[args.command][1]).main(rest)
 

@@ -13,75 +13,16 @@ from __future__ import annotations
 import argparse
 import logging
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
-from vpo.curate import CurationRules, content_part, curate, near_matches, with_control_chars
-from vpo.ids import normalize_query, query_id
-from vpo.io import read_many, write_records
-from vpo.queries import read_raw_queries
-from vpo.report import JobReport
+from vpo.core.io import read_many, write_records
+from vpo.core.provenance import JobReport
+from vpo.core.queries import CurationRules, Overlap, content_part, read_raw_queries
+from vpo.stages.curate import curate, near_matches, with_control_chars
 
 log = logging.getLogger(__name__)
 
 SUBSETS = ("general", "unsafe")
-
-
-@dataclass(frozen=True)
-class Overlap:
-    query: str
-    subset: str
-    source_file: str
-    source_line: int
-    reason: str  # in_training_set | near_training_query
-    match_file: str
-    match_line: int
-    match_query: str
-
-    def describe(self) -> str:
-        kind = "is also" if self.reason == "in_training_set" else "is a near duplicate of"
-        return (
-            f"{self.source_file}:{self.source_line}: held-out query {self.query!r} {kind} training query "
-            f"{self.match_query!r} ({self.match_file}:{self.match_line})"
-        )
-
-
-def exact_overlaps(held_out: dict[str, str | None], training: dict[str, str]) -> list[Overlap]:
-    """Held-out entries whose normalized text is a training entry (raw files, before curation)."""
-    seen: dict[str, tuple[str, int, str]] = {}
-    for path in training.values():
-        for line, text in read_raw_queries(path):
-            text = normalize_query(text)
-            if text:
-                seen.setdefault(query_id(text), (path, line, text))
-    overlaps = []
-    for subset, path in held_out.items():
-        if path is None:
-            continue
-        for line, text in read_raw_queries(path):
-            text = normalize_query(text)
-            match = seen.get(query_id(text)) if text else None
-            if match:
-                overlaps.append(Overlap(text, subset, path, line, "in_training_set", *match))
-    return overlaps
-
-
-def overlap_problems(config: dict[str, Any]) -> list[str]:
-    """Config-time check (exact overlaps only; near duplicates are checked by the job)."""
-    section = config["eval"]
-    if section["on_overlap"] != "error":
-        return []
-    held_out = {"general": section["queries"], "unsafe": section["unsafe_queries"]}
-    overlaps = exact_overlaps(held_out, config["queries"])
-    if not overlaps:
-        return []
-    shown = "\n  ".join(o.describe() for o in overlaps[:10])
-    more = f"\n  ... and {len(overlaps) - 10} more" if len(overlaps) > 10 else ""
-    return [
-        f"key 'eval.queries': {len(overlaps)} held-out queries are training queries too:\n  {shown}{more}\n"
-        "Fix: remove them from the held-out file (or from the training file), or set eval.on_overlap: drop "
-        "to evaluate without them."
-    ]
 
 
 def held_out_set(

@@ -13,14 +13,14 @@ import logging
 from collections import Counter
 from typing import Any
 
-from vpo.ids import digest
-from vpo.io import read_records, write_records
-from vpo.judging import ask_until_parsed
+from vpo.core.ids import digest
+from vpo.core.io import read_records, write_records
+from vpo.core.provenance import JobReport
+from vpo.core.stage import add_llm_arguments, public_params, setup
+from vpo.core.templates import judge_conversation, load_template
+from vpo.judge.ask import ask_until_parsed
+from vpo.judge.parsing import answer_schema, parse_safety, parse_structured_safety, parse_verdict
 from vpo.llm import Response, open_llm
-from vpo.parsing import answer_schema, parse_safety, parse_structured_safety, parse_verdict
-from vpo.prompts import judge_conversation, load_template
-from vpo.report import JobReport
-from vpo.stage import add_llm_arguments, public_params, setup
 
 log = logging.getLogger(__name__)
 

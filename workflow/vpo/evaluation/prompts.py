@@ -1,7 +1,7 @@
 """Stage `eval_prompts`: one method's prompts for the held-out queries.
 
 `original` passes each query through unchanged (the baseline of the win rates); every other method
-rewrites it with an LLM through `vpo.rewrite.rewrite_queries`, the code behind `vpo rewrite`. Each
+rewrites it with an LLM through `vpo.tools.rewrite.rewrite_queries`, the code behind `vpo rewrite`. Each
 record carries the request's token counts and, where the model has a price, its cost.
 """
 
@@ -13,14 +13,15 @@ import logging
 from collections import Counter
 from typing import Any
 
-from vpo.ids import digest
-from vpo.io import read_records, write_records
+from vpo.config.resolve import is_remote
+from vpo.core.ids import digest
+from vpo.core.io import read_records, write_records
+from vpo.core.provenance import JobReport
+from vpo.core.stage import public_params, setup
+from vpo.core.templates import load_template
 from vpo.llm import open_llm
 from vpo.llm.ledger import costs_from_env
-from vpo.prompts import load_template
-from vpo.report import JobReport
-from vpo.rewrite import rewrite_queries
-from vpo.stage import public_params, setup
+from vpo.tools.rewrite import rewrite_queries
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.llm is None or args.template is None or args.generation is None:
             raise SystemExit(f"method {args.method}: --llm, --template and --generation are required")
         report.add_models([args.llm.get("model_path")])
-        remote = args.llm["backend"] == "openai" and args.llm.get("base_url")
+        remote = is_remote(args.llm)
         price = costs_from_env()[0].get(args.llm["model"]) if remote else None
         with open_llm(args.llm, args.cache_dir, args.server_log, stage=f"eval_{args.method}") as llm:
             rewrites = rewrite_queries(

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from vpo.core.io import atomic_write_bytes, read_records
+from vpo.core.provenance import JobReport
 from vpo.evaluation.metrics import Estimate, mean_estimate, paired_outcomes, query_scores, rate, win_tie_loss
-from vpo.io import atomic_write_bytes, read_records
-from vpo.report import JobReport
 
 log = logging.getLogger(__name__)
 

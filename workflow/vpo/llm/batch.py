@@ -22,7 +22,7 @@ from typing import Any
 
 import openai
 
-from vpo.io import atomic_write_bytes
+from vpo.core.io import atomic_write_bytes
 from vpo.llm.base import Request, Response, ResultCallback
 from vpo.llm.cache import request_key
 from vpo.llm.ledger import Ledger

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vpo.ids import digest
-from vpo.io import atomic_write_bytes
+from vpo.core.ids import digest
+from vpo.core.io import atomic_write_bytes
 from vpo.llm.base import Backend, Request, Response
 from vpo.llm.ledger import Ledger
 

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vpo.ids import digest
+from vpo.core.fingerprints import fingerprint as weights_fingerprint
+from vpo.core.ids import digest
+from vpo.core.run_options import from_env, with_execution_options
 from vpo.llm.base import Backend
 from vpo.llm.cache import CachedLLM, ResponseCache
 from vpo.llm.ledger import Ledger, costs_from_env
-from vpo.models import fingerprint as weights_fingerprint
-from vpo.run_options import from_env, with_execution_options
 
 
 @contextlib.contextmanager

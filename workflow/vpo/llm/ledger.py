@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vpo.core.run_options import from_env
 from vpo.llm.base import Request, Response
 from vpo.llm.ratelimit import estimate_tokens
-from vpo.run_options import from_env
 
 
 class BudgetExceeded(RuntimeError):

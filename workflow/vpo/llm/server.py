@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vpo.provision import HUB_CACHE_ENV, offline_hub_env
+from vpo.models.provision import HUB_CACHE_ENV, offline_hub_env
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def server_command(
 
 def vllm_defaults() -> dict[str, Any]:
     """The `vllm` settings' defaults, from the config schema (their one source), for specs built by hand."""
-    from vpo.schemas import load_schema
+    from vpo.core.schemas import load_schema
 
     properties = load_schema("config.schema.yaml")["$defs"]["vllm"]["properties"]
     return {name: copy.deepcopy(prop["default"]) for name, prop in properties.items()}
@@ -133,7 +133,7 @@ def local_server(
     port = free_port()
     log_file = open(log_path, "ab") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
     env = offline_hub_env()
-    # `transformers serve` lists the models of its hub cache: the configured one (vpo.provision) when
+    # `transformers serve` lists the models of its hub cache: the configured one (vpo.models.provision) when
     # the workflow downloads models, else an empty one, not whatever the user's default cache holds.
     hub_cache = None if HUB_CACHE_ENV in env else tempfile.mkdtemp(prefix="vpo-hub-")
     if hub_cache is not None:

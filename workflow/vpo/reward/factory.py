@@ -40,7 +40,7 @@ class LazyScorer:
     """
 
     def __init__(self, spec: dict[str, Any]):
-        from vpo.models import fingerprint as weights_fingerprint
+        from vpo.core.fingerprints import fingerprint as weights_fingerprint
 
         self.spec = spec
         mode = spec["answer_mode"] if spec["backend"] == "hf-vlm" else "generate"

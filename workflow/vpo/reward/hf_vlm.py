@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from vpo.models import fingerprint as weights_fingerprint
+from vpo.core.fingerprints import fingerprint as weights_fingerprint
 from vpo.reward.base import Answer, normalize_answer
 
 log = logging.getLogger(__name__)

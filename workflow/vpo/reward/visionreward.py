@@ -305,7 +305,7 @@ class VisionRewardVideo:
         batch_size: int = 8,
         max_new_tokens: int = 2,
     ):
-        from vpo.models import fingerprint as weights_fingerprint
+        from vpo.core.fingerprints import fingerprint as weights_fingerprint
 
         if batch_size < 1 or max_new_tokens < 1:
             raise ValueError("batch_size and max_new_tokens must be at least 1")
@@ -489,7 +489,7 @@ def release_urls(name: str, repo: str = RELEASE_REPO, ref: str = "main") -> list
 
 def fetch_release_files(out_dir: str | Path, repo: str = RELEASE_REPO, ref: str = "main") -> list[Path]:
     """Download the question and weight files of the VisionReward release into `out_dir`."""
-    from vpo.io import atomic_write_bytes
+    from vpo.core.io import atomic_write_bytes
 
     written = []
     for name in RELEASE_FILES:
@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> None:
         paths = fetch_release_files(args.out, args.repo, args.ref)
         log.info("next: python -m vpo.reward.visionreward checklist --questions %s --out CHECKLIST", paths[0])
         return
-    from vpo.io import atomic_write_bytes
+    from vpo.core.io import atomic_write_bytes
 
     try:
         weights = read_release_weights(args.weights) if args.weights else None

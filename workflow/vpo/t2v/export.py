@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vpo.io import make_shareable
+from vpo.core.io import make_shareable
 
 
 def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: int) -> None:

@@ -1,0 +1,128 @@
+"""Stage `critique`: the judge checks each (query, prompt) against the principles.
+
+The answer ends with `Final Judgement (Yes or No): ...`; a missing or unreadable verdict is retried
+with a new seed and, if it never parses, kept with status `unparsed` and counted — never read as No.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter
+from typing import Any
+
+from vpo.core.io import read_records, write_records
+from vpo.core.provenance import JobReport
+from vpo.core.stage import add_llm_arguments, public_params, setup
+from vpo.core.templates import judge_conversation, load_template
+from vpo.judge.ask import ask_until_parsed
+from vpo.judge.parsing import answer_schema, parse_structured_verdict, parse_verdict
+from vpo.llm import open_llm
+
+log = logging.getLogger(__name__)
+
+
+def critique(
+    generations: list[dict[str, Any]],
+    llm,
+    template: str,
+    generation: dict[str, Any],
+    root_seed: int,
+    max_retries: int,
+    structured: bool = False,
+) -> list[dict[str, Any]]:
+    """`structured`: ask for `answers/critique.schema.yaml` as a structured output (endpoints that
+    support `response_format`), else read the text contract."""
+    todo = [g for g in generations if g["status"] == "ok"]
+    outcomes = ask_until_parsed(
+        llm,
+        [judge_conversation(template, g["query"], g["prompt"]) for g in todo],
+        [g["item_id"] for g in todo],
+        generation,
+        root_seed,
+        "critique",
+        (lambda r: parse_structured_verdict(r.text)) if structured else (lambda r: parse_verdict(r.text)),
+        max_retries,
+        answer_schema("critique") if structured else None,
+    )
+    by_id = {g["item_id"]: o for g, o in zip(todo, outcomes, strict=True)}
+    records = []
+    for g in generations:
+        base = {
+            "item_id": g["item_id"],
+            "query_id": g["query_id"],
+            "query": g["query"],
+            "sample_index": g["sample_index"],
+            "prompt": g["prompt"],
+            "model_fingerprint": llm.fingerprint,
+        }
+        outcome = by_id.get(g["item_id"])
+        if outcome is None:  # the generation itself has no prompt to judge
+            records.append(
+                {
+                    **base,
+                    "verdict": None,
+                    "status": "skipped",
+                    "attempts": 0,
+                    "critique": None,
+                    "finish_reason": None,
+                    "seed": 0,
+                    "error": f"generation status {g['status']}",
+                }
+            )
+            continue
+        records.append(
+            {
+                **base,
+                "verdict": outcome.parsed,
+                "status": outcome.status,
+                "attempts": outcome.attempts,
+                "critique": outcome.response.text,
+                "finish_reason": outcome.response.finish_reason,
+                "seed": outcome.seed,
+                "error": outcome.response.error,
+            }
+        )
+    return records
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m vpo.stages.critique", description=__doc__)
+    p.add_argument("--generations", required=True, help="generation records (Parquet)")
+    p.add_argument("--max-parse-retries", type=int, required=True)
+    p.add_argument("--out", required=True, help="critique records (Parquet)")
+    add_llm_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = make_parser().parse_args(argv)
+    setup(args.threads)
+    report = JobReport("critique", public_params(args))
+    report.add_inputs([args.generations, args.template])
+    report.add_models([args.llm.get("model_path")])
+    generations = read_records(args.generations)
+    with open_llm(args.llm, args.cache_dir, args.server_log, stage="critique") as llm:
+        records = critique(
+            generations,
+            llm,
+            load_template(args.template),
+            args.generation,
+            args.seed,
+            args.max_parse_retries,
+            structured=args.llm.get("structured_output", False),
+        )
+        report.extra["llm"] = llm.report()
+    write_records(args.out, records, "critique")
+    report.counts = {
+        "items": len(records),
+        "by_status": dict(Counter(r["status"] for r in records)),
+        "by_verdict": dict(Counter(str(r["verdict"]) for r in records if r["status"] == "ok")),
+        "retried": sum(r["attempts"] > 1 for r in records),
+    }
+    report.write(args.report)
+    log.info("critique: %s", report.counts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""`vpo estimate`: what the judge and teacher calls of a config will cost, before anything is sent.
+
+Counts come from the query files (raw lines, capped by `curation.max_queries`; curation only removes
+queries, so this is an upper bound). Each request's prompt is the real template rendered with the
+set's average query, and a judged prompt as long as the generation's `max_new_tokens` allows; tokens
+are characters / 4, the rule of thumb for English. Two figures per stage:
+
+- first attempts: every item asked once, every prompt refined (the judge says No to all);
+- worst case: also every parse retry (`max_parse_retries`), and every answer as long as `max_new_tokens`.
+
+Only models in `prices` cost money; local models (hf, `serve`) are listed with their token counts.
+The ledger's spending so far (results/cache/ledger) is printed beside `budget_usd`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vpo.config.resolve import is_remote
+from vpo.config.validate import ConfigError, load_config
+from vpo.core.queries import read_raw_queries
+from vpo.core.templates import conversation, judge_conversation, load_template, refine_conversation
+from vpo.llm.ledger import Price, read_ledger, spent_usd
+
+CHARS_PER_TOKEN = 4
+
+
+@dataclass
+class Line:
+    stage: str
+    phase: str
+    model: str
+    mode: str
+    requests: int
+    attempts: int  # requests including every parse retry
+    prompt_tokens: int  # per request
+    max_new_tokens: int
+    price: Price | None
+
+    def cost(self, worst: bool) -> float | None:
+        if self.price is None:
+            return None
+        n = self.attempts if worst else self.requests
+        completion = self.max_new_tokens if worst else self.max_new_tokens // 2
+        return self.price.cost(n * self.prompt_tokens, n * completion, self.mode == "batch")
+
+
+def _tokens(messages: list[dict[str, str]]) -> int:
+    return sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN + 4 * len(messages)
+
+
+def _queries(config: dict[str, Any], set_name: str) -> tuple[int, str]:
+    """(how many queries, a query of average length) of one set."""
+    rows = [text for _, text in read_raw_queries(config["queries"][set_name])]
+    cap = config["curation"]["max_queries"]
+    rows = rows[:cap] if cap else rows
+    mean = sum(len(q) for q in rows) // max(1, len(rows))
+    return len(rows), "q" * mean
+
+
+def estimate(config: dict[str, Any]) -> list[Line]:
+    lines = []
+    n_sft, query_sft = _queries(config, "sft")
+    n_dpo, query_dpo = _queries(config, "dpo")
+    k = config["sample"]["k"]
+
+    def llm_of(name: str) -> tuple[str, str, Price | None]:
+        entry = config["llms"][name]
+        remote = is_remote(entry)
+        price = config["prices"].get(entry["model"]) if remote else None
+        if price is not None:
+            price = Price(**price)
+        label = entry["model"] if remote else f"{entry['model']} (local)"
+        return label, entry["mode"] if remote else "local", price
+
+    def add(
+        stage: str, phase: str, n: int, messages: list[dict[str, str]], section: dict | None = None
+    ) -> None:
+        section = section or config[stage]
+        name = section["llm"]
+        if phase == "dpo" and section.get("dpo_llm"):
+            name = section["dpo_llm"]
+        model, mode, price = llm_of(name)
+        retries = section.get("max_parse_retries", 0)
+        max_new = section["generation"]["max_new_tokens"]
+        lines.append(Line(stage, phase, model, mode, n, n * (1 + retries), _tokens(messages), max_new, price))
+
+    templates = {s: load_template(config[s]["template"]) for s in ("draft", "critique", "refine")}
+    for phase, n, query, prompt_tokens in (
+        ("sft", n_sft, query_sft, config["draft"]["generation"]["max_new_tokens"]),
+        ("dpo", n_dpo * k, query_dpo, config["sample"]["generation"]["max_new_tokens"]),
+    ):
+        prompt = "p" * (prompt_tokens * CHARS_PER_TOKEN)
+        critique = "c" * (config["critique"]["generation"]["max_new_tokens"] * CHARS_PER_TOKEN)
+        if phase == "sft":
+            add("draft", phase, n, conversation(templates["draft"], query=query))
+        add("critique", phase, n, judge_conversation(templates["critique"], query, prompt))
+        refine = refine_conversation(templates["critique"], templates["refine"], query, prompt, critique)
+        add("refine", phase, n, refine)
+    if config.get("eval", {}).get("enabled"):
+        _add_eval_lines(config, add)
+    return lines
+
+
+def _add_eval_lines(config: dict[str, Any], add: Callable[..., None]) -> None:
+    """The evaluation's LLM calls: the few-shot rewriter, endpoint methods, and the judge on every method."""
+    section = config["eval"]
+    files = [section["queries"], section["unsafe_queries"]]
+    rows = [text for path in files if path for _, text in read_raw_queries(path)]
+    n = len(rows)
+    query = "q" * (sum(len(q) for q in rows) // max(1, n))
+    judge = {**section["judge"], "llm": section["judge"]["llm"] or config["critique"]["llm"]}
+    policy = load_template(section["template"])
+    if "fewshot" in section["methods"]:
+        fewshot = {**section["fewshot"], "llm": section["fewshot"]["llm"] or config["critique"]["llm"]}
+        add("eval_fewshot", "eval", n, conversation(load_template(fewshot["template"]), query=query), fewshot)
+    for name, extra in section["extra_methods"].items():
+        if "llm" in extra:
+            method = {"llm": extra["llm"], "generation": section["generation"]}
+            add(f"eval_{name}", "eval", n, conversation(policy, query=query), method)
+    methods = len({"original", *section["methods"]}) + len(section["extra_methods"])
+    prompt = "p" * (section["generation"]["max_new_tokens"] * CHARS_PER_TOKEN)
+    judged = judge_conversation(load_template(judge["template"]), query, prompt)
+    add("eval_judge", "eval", n * methods, judged, judge)
+
+
+def format_table(lines: list[Line], budget: float | None, spent: float) -> str:
+    def usd(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.2f}"
+
+    header = ["stage", "phase", "model", "mode", "requests", "worst requests", "prompt tok/req",
+              "max out tok", "USD first attempts", "USD worst case"]  # fmt: skip
+    rows = [
+        [line.stage, line.phase, line.model, line.mode, str(line.requests), str(line.attempts),
+         str(line.prompt_tokens), str(line.max_new_tokens), usd(line.cost(False)), usd(line.cost(True))]
+        for line in lines
+    ]  # fmt: skip
+    first = sum(line.cost(False) or 0.0 for line in lines)
+    worst = sum(line.cost(True) or 0.0 for line in lines)
+    requests = sum(line.requests for line in lines)
+    attempts = sum(line.attempts for line in lines)
+    rows.append(["total", "", "", "", str(requests), str(attempts), "", "", usd(first), usd(worst)])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    out = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+    out.insert(1, "-+-".join("-" * w for w in widths))
+    out.append("")
+    out.append("first attempts assumes answers half as long as max_new_tokens; worst case, as long.")
+    out.append(f"spent so far (ledger): {spent:,.4f} USD; budget_usd: {usd(budget)}")
+    if budget is not None and spent + worst > budget:
+        out.append("the worst case exceeds budget_usd: the run stops when the next request could cross it")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="vpo estimate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", nargs="?", default="config/config.yaml", help="config file")
+    parser.add_argument("--cache-dir", default="results/cache", help="item cache root (holds the ledger)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    ledger = Path(args.cache_dir) / "ledger"
+    spent = spent_usd(ledger) if ledger.exists() else 0.0
+    sys.stdout.write(format_table(estimate(config), config["budget_usd"], spent) + "\n")
+    if ledger.exists():
+        sys.stdout.write("\n" + format_spending(read_ledger(ledger)) + "\n")
+
+
+def format_spending(entries: list[dict[str, Any]]) -> str:
+    """The ledger so far, per stage, model and mode: answers, tokens and cost."""
+    totals: dict[tuple[str, str, str], list[float]] = {}
+    for e in entries:
+        row = totals.setdefault((e["stage"], e["model"], e["mode"]), [0, 0, 0, 0.0])
+        row[0] += 1
+        row[1] += e["prompt_tokens"]
+        row[2] += e["completion_tokens"]
+        row[3] += e["cost_usd"]
+    lines = [
+        "spent so far, from the ledger:",
+        "stage | model | mode | answers | prompt tokens | completion tokens | USD",
+    ]
+    for (stage, model, mode), (n, prompt, completion, usd) in sorted(totals.items()):
+        lines.append(f"{stage} | {model} | {mode} | {n:.0f} | {prompt:.0f} | {completion:.0f} | {usd:,.4f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
