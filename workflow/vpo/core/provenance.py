@@ -1,8 +1,10 @@
-"""Per-job report: what the job counted, and the provenance needed to trust and audit its outputs."""
+"""Per-job report: what the job counted, and the provenance needed to trust and audit its outputs;
+written by `JobReport` in every job, read back by `find_job_reports` / `report_beside` everywhere else."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 import platform
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +124,89 @@ class JobReport:
                 },
             },
         )
+
+
+# --- reading job reports back (run report, audit, RO-Crate, status) ---
+
+CRATE_METADATA = "ro-crate-metadata.json"  # a folder holding one is an exported crate, not the run
+
+
+class JobReportError(ValueError):
+    """A file named like a job report that cannot be read; the message names it."""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job report as `JobReport.write` left it."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def stage(self) -> str:
+        return self.data["stage"]
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self.data.get("provenance") or {}
+
+    @property
+    def started(self) -> str:
+        return self.provenance.get("started") or ""
+
+
+def is_report_name(name: str) -> bool:
+    return name == "report.json" or name.endswith(".report.json")
+
+
+def read_job_report(path: str | os.PathLike) -> JobRecord | None:
+    """The job report at `path`; None for a JSON file that is not one (e.g. a plot's data)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise JobReportError(f"{path}: not a readable job report ({err})") from err
+    if isinstance(data, dict) and "stage" in data and isinstance(data.get("provenance"), dict):
+        return JobRecord(path, data)
+    return None
+
+
+def find_job_reports(results: str | os.PathLike, exclude: Iterable[Path] = ()) -> list[JobRecord]:
+    """Every job report under `results`, oldest first. Item caches (results/cache) and exported crates
+    are skipped: the first holds no reports, the second copies of them."""
+    results = Path(results)
+    excluded = {Path(p).resolve() for p in exclude}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(results):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".")
+            and (here / d).resolve() not in excluded
+            and not (here / d / CRATE_METADATA).exists()
+            and not (here == results and d == "cache")
+        )
+        for name in sorted(filter(is_report_name, filenames)):
+            record = read_job_report(here / name)
+            if record is not None:
+                found.append(record)
+    return sorted(found, key=lambda r: (r.started, str(r.path)))
+
+
+def report_beside(path: str | os.PathLike, results: str | os.PathLike) -> Path | None:
+    """The report of the job that wrote `path` (a file or folder under `results`): `X.report.json` beside
+    `X.ext`, the stage folder's `report.json` for the SFT data and the DPO datasets; a file inside a
+    folder output (a dataset, a checkpoint) belongs to the folder's job."""
+    path, results = Path(path), Path(results).resolve()
+    candidates = [path.with_suffix(".report.json"), path.parent / f"{path.name}.report.json"]
+    if path.name in ("examples.parquet", "dataset"):
+        candidates.append(path.parent / "report.json")
+    if path.name == "dataset" and path.parent.name == "dpo":
+        candidates.append(path.parent / "pairs.report.json")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    if results in path.resolve().parents and path.parent.resolve() != results:
+        return report_beside(path.parent, results)
+    return None

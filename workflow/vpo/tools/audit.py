@@ -26,6 +26,7 @@ from typing import Any
 
 from vpo.core.fingerprints import sha256_file
 from vpo.core.io import read_records
+from vpo.core.provenance import report_beside
 
 RAW_CHARS = 160  # raw model answers are shortened in the tree; --json keeps them whole
 
@@ -79,21 +80,8 @@ class Run:
 
     def report_of(self, path: Path) -> dict[str, Any] | None:
         """The job report written beside an output file or folder, if any."""
-        candidates = [path.with_suffix(".report.json"), path.parent / f"{path.name}.report.json"]
-        if path.name == "examples.parquet" or path.name == "dataset":
-            candidates.append(path.parent / "report.json")
-        if path.name == "dataset" and path.parent.name == "dpo":
-            candidates.append(path.parent / "pairs.report.json")
-        for candidate in candidates:
-            if candidate.is_file():
-                return json.loads(candidate.read_text(encoding="utf-8"))
-        # A file inside a folder output (a dataset, a checkpoint) was written by the folder's job.
-        if (
-            self.results.resolve() in path.resolve().parents
-            and path.parent.resolve() != self.results.resolve()
-        ):
-            return self.report_of(path.parent)
-        return None
+        found = report_beside(path, self.results)
+        return json.loads(found.read_text(encoding="utf-8")) if found else None
 
     def job(self, path: Path) -> dict[str, Any]:
         """Who wrote `path`: the job's stage, time, host, Slurm job id and code version."""

@@ -20,7 +20,6 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,12 +28,14 @@ from rocrate.model.contextentity import ContextEntity
 from rocrate.model.entity import Entity
 from rocrate.rocrate import ROCrate
 
+from vpo.core import provenance
 from vpo.core.fingerprints import sha256_file
 from vpo.core.io import make_shareable
+from vpo.core.provenance import JobRecord, JobReportError
 from vpo.core.secrets import SECRET_ENV_NAME, SECRET_KEY, SECRET_VALUE
 
 CRATE_VERSION = "1.1"
-METADATA_NAME = "ro-crate-metadata.json"
+METADATA_NAME = provenance.CRATE_METADATA
 # Main outputs copied into the crate when present (beside the outputs each job report names).
 MAIN_OUTPUT_GLOBS = (
     "results/queries/*.parquet",
@@ -79,48 +80,16 @@ class CrateError(ValueError):
     """A crate cannot be built as asked; the message names the path and the fix."""
 
 
-@dataclass(frozen=True)
-class JobRecord:
-    """One job report as read from disk, with its path relative to the project root."""
-
-    path: Path
-    rel: str
-    data: dict[str, Any]
-
-    @property
-    def provenance(self) -> dict[str, Any]:
-        return self.data.get("provenance") or {}
-
-
 def find_job_reports(root: Path, exclude: Sequence[Path] = ()) -> list[JobRecord]:
-    """Every job report under results/: `X.report.json` and the `report.json` some stages write.
+    """Every job report under results/ (crates exported there are skipped: they hold copies)."""
+    try:
+        return provenance.find_job_reports(root / "results", exclude)
+    except JobReportError as err:
+        raise CrateError(str(err)) from err
 
-    Folders holding a crate (an earlier export) are skipped, or their copies would be counted twice.
-    """
-    results = root / "results"
-    excluded = {p.resolve() for p in exclude}
-    found = []
-    for dirpath, dirnames, filenames in os.walk(results):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d
-            for d in dirnames
-            if not d.startswith(".")
-            and (here / d).resolve() not in excluded
-            and not (here / d / METADATA_NAME).exists()
-            and not (here == results and d == "cache")  # item caches: many files, never a report
-        )
-        for name in sorted(filenames):
-            if name == "report.json" or name.endswith(".report.json"):
-                path = here / name
-                try:
-                    data = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, json.JSONDecodeError) as err:
-                    raise CrateError(f"{path}: not a readable job report ({err})") from err
-                # Only what JobReport.write produces; other JSON files that happen to match are ignored.
-                if isinstance(data, dict) and "stage" in data and isinstance(data.get("provenance"), dict):
-                    found.append(JobRecord(path, path.relative_to(root).as_posix(), data))
-    return found
+
+def report_rel(root: Path, report: JobRecord) -> str:
+    return report.path.relative_to(root).as_posix()
 
 
 def file_properties(path: Path) -> dict[str, Any]:
@@ -291,7 +260,7 @@ def glob_escape(text: str) -> str:
 
 
 def _code_versions(reports: Sequence[JobRecord]) -> dict[str, dict[str, Any]]:
-    return {r.rel: r.provenance.get("code") or {} for r in reports}
+    return {str(r.path): r.provenance.get("code") or {} for r in reports}
 
 
 def _version_string(code: dict[str, Any]) -> str | None:
@@ -311,7 +280,7 @@ def _started(report: JobRecord) -> dt.datetime | None:
 
 def _start_key(report: JobRecord) -> tuple[float, str]:
     started = _started(report)
-    return (started.timestamp() if started else float("-inf"), report.rel)
+    return (started.timestamp() if started else float("-inf"), str(report.path))
 
 
 def _check_no_secrets(texts: Iterable[tuple[str, str]], reports: Sequence[JobRecord]) -> None:
@@ -402,7 +371,7 @@ def build_crate(root: Path, out: Path, config_files: list[Path]) -> Path:
     # Workflow and its code version (the latest job's, as it describes the outputs last written).
     ordered = sorted(reports, key=_start_key)
     codes = _code_versions(reports)
-    code = codes[ordered[-1].rel]
+    code = codes[str(ordered[-1].path)]
     version = _version_string(code)
     versions_seen = {_version_string(c) for c in codes.values()} - {None}
     # Job envs (conda) may lack snakemake: the latest report that has it names the engine's version.
@@ -494,8 +463,9 @@ def build_crate(root: Path, out: Path, config_files: list[Path]) -> Path:
             b.add_output(rel)
     results_of = {}
     for report in reports:
-        report_entity = b.add_file(report.rel, {"description": f"Job report of {report.data['stage']}"})
-        results_of[report.rel] = [report_entity] + [b.add_output(o) for o in _beside_outputs(root, report)]
+        report_entity = b.add_file(report_rel(root, report), {"description": f"Job report of {report.stage}"})
+        outputs = [b.add_output(o) for o in _beside_outputs(root, report)]
+        results_of[str(report.path)] = [report_entity, *outputs]
 
     # Software: one entity per (package, version) across all jobs.
     software: dict[tuple[str, str], Entity] = {}
@@ -527,7 +497,7 @@ def build_crate(root: Path, out: Path, config_files: list[Path]) -> Path:
         props: dict[str, Any] = {
             "@type": "CreateAction",
             "name": stage,
-            "description": f"Job {stage}, report {report.rel}",
+            "description": f"Job {stage}, report {report_rel(root, report)}",
             "actionStatus": {"@id": "http://schema.org/CompletedActionStatus"},
         }
         started = _started(report)
@@ -535,7 +505,7 @@ def build_crate(root: Path, out: Path, config_files: list[Path]) -> Path:
             props["startTime"] = started.isoformat()
             if prov.get("wall_s") is not None:
                 props["endTime"] = (started + dt.timedelta(seconds=float(prov["wall_s"]))).isoformat()
-        job_version = _version_string(codes[report.rel])
+        job_version = _version_string(codes[str(report.path)])
         if len(versions_seen) > 1 and job_version:
             props["description"] += f", code version {job_version}"
         if prov.get("slurm_job_id"):
@@ -543,9 +513,9 @@ def build_crate(root: Path, out: Path, config_files: list[Path]) -> Path:
         objects = [b.reference_input(name, sha) for name, sha in (prov.get("inputs_sha256") or {}).items()]
         action = crate.add_action(
             workflow,
-            identifier=_local_id(f"job/{report.rel}"),
+            identifier=_local_id(f"job/{report_rel(root, report)}"),
             object=objects or None,
-            result=results_of[report.rel],
+            result=results_of[str(report.path)],
             properties=props,
         )
         host = prov.get("host")
