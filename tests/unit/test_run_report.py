@@ -366,17 +366,6 @@ def test_run_options_leave_params_and_come_back_for_display():
     }
 
 
-def test_secret_values_are_redacted():
-    assert run_report.redact({"a": {"api_key": "x", "api_key_env": "NAME", "max_new_tokens": 3}}) == {
-        "a": {"api_key": "<redacted>", "api_key_env": "NAME", "max_new_tokens": 3}
-    }
-    secrets = run_report.secret_values(
-        CONFIG, {KEY_ENV: FAKE_SECRET, "HF_TOKEN": "hf_abcdefgh", "HOME": "/root"}
-    )
-    assert secrets == {FAKE_SECRET, "hf_abcdefgh"}
-    assert run_report.scrub(f"x {FAKE_SECRET} y", secrets) == "x [redacted] y"
-
-
 def test_job_labels_and_count_merging():
     assert run_report.job_label("results/dpo/critiques/shard-3.report.json", "critique") == (
         "critique (dpo)",

@@ -27,7 +27,7 @@ from vpo.core.provenance import log_placement
 from vpo.core.queries import read_raw_queries
 from vpo.core.run_options import GLOBAL_KEYS
 from vpo.core.run_options import from_env as run_options_from_env
-from vpo.core.secrets import SECRET_ENV_NAME, SECRET_KEY
+from vpo.core.secrets import redact, scrub, secret_env_values
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -102,44 +102,6 @@ def with_run_options(config: Mapping[str, Any], options: Mapping[str, Any]) -> d
     }
     merged.update({key: options[key] for key in GLOBAL_KEYS if key in options})
     return merged
-
-
-def redact(node: Any) -> Any:
-    """Replace the value of any key that names a secret itself (not its `*_env` variable name)."""
-    if isinstance(node, Mapping):
-        return {
-            k: "<redacted>" if SECRET_KEY.match(str(k)) and v not in (None, "") else redact(v)
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [redact(v) for v in node]
-    return node
-
-
-def _key_env_names(node: Any) -> Iterable[str]:
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            if str(key).endswith("_env") and isinstance(value, str):
-                yield value
-            else:
-                yield from _key_env_names(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _key_env_names(value)
-
-
-def secret_values(config: Mapping[str, Any], environ: Mapping[str, str]) -> set[str]:
-    """Values of the variables the config names as key holders, and of secret-looking variables: the
-    page must never contain them, even if a job wrote one into a report by mistake."""
-    names = set(_key_env_names(config)) | {n for n in environ if SECRET_ENV_NAME.search(n)}
-    # Short values (flags, "1") would blank out ordinary text and cannot be real keys.
-    return {environ[n] for n in names if len(environ.get(n) or "") >= 8}
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "[redacted]").replace(html.escape(secret), "[redacted]")
-    return text
 
 
 # ------------------------------------------------------------------------------------ job reports
@@ -1049,7 +1011,7 @@ def main(argv: list[str] | None = None) -> None:
     data = gather(args, args.config_json, options)
     plots = write_plots(data, {name: getattr(args, f"plot_{name}") for name in PLOT_CAPTIONS})
     page = render_summary(data, plots)
-    page = scrub(page, secret_values(with_run_options(args.config_json, options), os.environ))
+    page = scrub(page, secret_env_values(os.environ, with_run_options(args.config_json, options)))
     atomic_write_bytes(args.page, page.encode("utf-8"))
     log.info(
         "run summary %s (%d bytes, %d job reports), plots %s",

@@ -32,7 +32,7 @@ from vpo.core import provenance
 from vpo.core.fingerprints import sha256_file
 from vpo.core.io import make_shareable
 from vpo.core.provenance import JobRecord, JobReportError
-from vpo.core.secrets import SECRET_ENV_NAME, SECRET_KEY, SECRET_VALUE
+from vpo.core.secrets import keys_holding_secrets, secret_env_values, secrets_in_text
 
 CRATE_VERSION = "1.1"
 METADATA_NAME = provenance.CRATE_METADATA
@@ -286,37 +286,19 @@ def _start_key(report: JobRecord) -> tuple[float, str]:
 def _check_no_secrets(texts: Iterable[tuple[str, str]], reports: Sequence[JobRecord]) -> None:
     """Refuse to write a crate holding a credential: the value of a secret-looking environment variable,
     a string shaped like a known API key, or a report setting that names a key and carries a value."""
-    env_secrets = {
-        name: value for name, value in os.environ.items() if SECRET_ENV_NAME.search(name) and len(value) >= 8
-    }
+    env_values = secret_env_values(os.environ)
     for where, text in texts:
-        for name, value in env_secrets.items():
-            if value in text:
-                raise CrateError(
-                    f"{where} holds the value of the environment variable {name}; a crate must not carry "
-                    "credentials. Remove it from that file (configs name the variable, e.g. api_key_env)."
-                )
-        if SECRET_VALUE.search(text):
+        for what in secrets_in_text(text, env_values):
             raise CrateError(
-                f"{where} holds a string shaped like an API key; remove it before exporting the run."
+                f"{where} holds {what}; a crate must not carry credentials. Remove it before exporting the "
+                "run (configs name the variable that holds a key, e.g. api_key_env)."
             )
-
-    def walk(node: Any, trail: str, report: JobRecord) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                here = f"{trail}.{key}" if trail else str(key)
-                if SECRET_KEY.match(str(key)) and isinstance(value, str) and value:
-                    raise CrateError(
-                        f"{report.path}: {here} carries a value; reports may name an environment variable "
-                        "(api_key_env) but never hold a key. Remove it before exporting the run."
-                    )
-                walk(value, here, report)
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                walk(value, f"{trail}[{i}]", report)
-
     for report in reports:
-        walk(report.data, "", report)
+        for key in keys_holding_secrets(report.data):
+            raise CrateError(
+                f"{report.path}: {key} carries a value; reports may name an environment variable "
+                "(api_key_env) but never hold a key. Remove it before exporting the run."
+            )
 
 
 def _scannable(path: Path) -> bool:
