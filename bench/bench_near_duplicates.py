@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from vpo.core.ids import normalize_query
+from vpo.core.ids import normalize_text
 from vpo.core.queries import read_raw_queries
 from vpo.stages.curate import content_part, find_near_duplicates, jaccard, shingles
 
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     if not Path(args.queries).exists():
         raise SystemExit(f"{args.queries} not found: pass --queries with a JSON list or a text file")
-    texts = [content_part(normalize_query(q)) for _, q in read_raw_queries(args.queries)][: args.n]
+    texts = [content_part(normalize_text(q)) for _, q in read_raw_queries(args.queries)][: args.n]
 
     start = time.perf_counter()
     exact = exact_near_duplicates(texts, args.threshold, args.shingle)

@@ -1,4 +1,4 @@
-from vpo.core.ids import candidate_id, derive_seed, normalize_query, query_id, shard_of
+from vpo.core.ids import candidate_id, derive_seed, normalize_text, query_id, shard_of
 
 
 def test_query_id_ignores_whitespace_and_case():
@@ -7,7 +7,7 @@ def test_query_id_ignores_whitespace_and_case():
 
 
 def test_normalize_keeps_flags():
-    assert normalize_query("  a  cat -ar 16:9\t-neg blur ") == "a cat -ar 16:9 -neg blur"
+    assert normalize_text("  a  cat -ar 16:9\t-neg blur ") == "a cat -ar 16:9 -neg blur"
 
 
 def test_candidate_ids_differ_by_policy_and_index():

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vpo.config.resolve import is_remote
-from vpo.core.ids import normalize_query
+from vpo.core.ids import normalize_text
 from vpo.core.queries import CurationRules, QueryFileError, exact_overlaps, read_raw_queries, rule_violation
 from vpo.core.templates import conversation, load_template
 from vpo.reward.checklist import ChecklistError, load_checklist
@@ -173,7 +173,7 @@ def _query_file_problems(key: str, path: str, curation: dict[str, Any]) -> list[
     except QueryFileError as exc:
         return [f"key '{key}': {exc}"]
     rules = CurationRules(**{k: v for k, v in curation.items() if k != "max_queries"})
-    reasons = Counter(rule_violation(normalize_query(text), rules) for _, text in raw)
+    reasons = Counter(rule_violation(normalize_text(text), rules) for _, text in raw)
     if set(reasons) <= {"empty"}:
         return [f"key '{key}': {path} holds no query. Fix: add one query per line (or entry)."]
     if None not in reasons:

@@ -23,14 +23,15 @@ def strip_control_chars(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
-def normalize_query(text: str) -> str:
-    """Query text without control characters, whitespace collapsed: the form that is stored and hashed."""
+def normalize_text(text: str) -> str:
+    """A query or prompt without control characters, whitespace (newlines too) collapsed to single spaces:
+    the form that is stored and hashed."""
     return _WS.sub(" ", strip_control_chars(text)).strip()
 
 
 def query_id(text: str) -> str:
     """Id of a query: the same text (up to whitespace and case) always gets the same id."""
-    return digest("query", normalize_query(text).lower())
+    return digest("query", normalize_text(text).lower())
 
 
 def candidate_id(qid: str, policy_fingerprint: str, sample_index: int) -> str:

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vpo.core.ids import normalize_query, query_id
+from vpo.core.ids import normalize_text, query_id
 
 FLAG = re.compile(r"(?:^|\s)-[A-Za-z]+\b")
 WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -145,7 +145,7 @@ def exact_overlaps(held_out: dict[str, str | None], training: dict[str, str]) ->
     seen: dict[str, tuple[str, int, str]] = {}
     for path in training.values():
         for line, text in read_raw_queries(path):
-            text = normalize_query(text)
+            text = normalize_text(text)
             if text:
                 seen.setdefault(query_id(text), (path, line, text))
     overlaps = []
@@ -153,7 +153,7 @@ def exact_overlaps(held_out: dict[str, str | None], training: dict[str, str]) ->
         if path is None:
             continue
         for line, text in read_raw_queries(path):
-            text = normalize_query(text)
+            text = normalize_text(text)
             match = seen.get(query_id(text)) if text else None
             if match:
                 overlaps.append(Overlap(text, subset, path, line, "in_training_set", *match))

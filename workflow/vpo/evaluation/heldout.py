@@ -16,8 +16,8 @@ from collections import Counter
 from typing import Any
 
 from vpo.core.io import read_many, write_records
-from vpo.core.provenance import JobReport
 from vpo.core.queries import CurationRules, Overlap, content_part, read_raw_queries
+from vpo.core.stage import job_report, setup_logging
 from vpo.stages.curate import curate, near_matches, with_control_chars
 
 log = logging.getLogger(__name__)
@@ -107,13 +107,13 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = make_parser().parse_args(argv)
     rules = CurationRules(
         args.min_words, args.max_words, args.max_special_char_ratio, args.near_duplicate_jaccard,
         args.shingle_words,
     )  # fmt: skip
-    report = JobReport("eval_queries", {k: v for k, v in vars(args).items() if k != "report"})
+    report = job_report("eval_queries", args)
     files = {"general": args.queries, "unsafe": args.unsafe_queries}
     report.add_inputs([p for p in (*files.values(), *args.training) if p])
     training = read_many(args.training)

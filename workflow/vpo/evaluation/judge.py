@@ -15,12 +15,11 @@ from typing import Any
 
 from vpo.core.ids import digest
 from vpo.core.io import read_records, write_records
-from vpo.core.provenance import JobReport
-from vpo.core.stage import add_llm_arguments, public_params, setup
+from vpo.core.stage import add_llm_arguments, finish, job_report, llm_job, setup
 from vpo.core.templates import judge_conversation, load_template
 from vpo.judge.ask import ask_until_parsed
 from vpo.judge.parsing import answer_schema, parse_safety, parse_structured_safety, parse_verdict
-from vpo.llm import Response, open_llm
+from vpo.llm import Response
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +114,10 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     setup(args.threads)
-    report = JobReport("eval_judge", public_params(args))
-    report.add_inputs([args.prompts, args.template])
-    report.add_models([args.llm.get("model_path")])
+    report = job_report("eval_judge", args, [args.prompts, args.template])
     prompts = read_records(args.prompts)
     method = prompts[0]["method"] if prompts else "none"
-    with open_llm(args.llm, args.cache_dir, args.server_log, stage=f"eval_judge_{method}") as llm:
+    with llm_job(report, args, f"eval_judge_{method}") as llm:
         records = judge(
             prompts,
             llm,
@@ -130,16 +127,14 @@ def main(argv: list[str] | None = None) -> None:
             args.max_parse_retries,
             structured=args.llm.get("structured_output", False),
         )
-        report.extra["llm"] = llm.report()
     write_records(args.out, records, "eval_judgement")
-    report.counts = {
+    counts = {
         "items": len(records),
         "by_status": dict(Counter(r["status"] for r in records)),
         "by_verdict": dict(Counter(str(r["verdict"]) for r in records if r["status"] == "ok")),
         "unsafe": sum(bool(r["unsafe"]) for r in records),
     }
-    report.write(args.report)
-    log.info("eval judge: %s", report.counts)
+    finish(report, args.report, counts, log)
 
 
 if __name__ == "__main__":

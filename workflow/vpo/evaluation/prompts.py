@@ -16,10 +16,8 @@ from typing import Any
 from vpo.config.resolve import is_remote
 from vpo.core.ids import digest
 from vpo.core.io import read_records, write_records
-from vpo.core.provenance import JobReport
-from vpo.core.stage import public_params, setup
+from vpo.core.stage import add_runtime_arguments, finish, job_report, llm_job, setup
 from vpo.core.templates import load_template
-from vpo.llm import open_llm
 from vpo.llm.ledger import costs_from_env
 from vpo.tools.rewrite import rewrite_queries
 
@@ -75,19 +73,15 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--generation", type=json.loads, default=None, help="decoding parameters as JSON")
     p.add_argument("--template", default=None, help="prompt template file")
     p.add_argument("--seed", type=int, required=True, help="root seed")
-    p.add_argument("--cache-dir", default="results/cache")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--server-log", default=None)
     p.add_argument("--out", required=True, help="eval_prompt records (Parquet)")
-    p.add_argument("--report", required=True)
+    add_runtime_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     setup(args.threads)
-    report = JobReport("eval_prompts", public_params(args))
-    report.add_inputs([p for p in (args.queries, args.template) if p])
+    report = job_report("eval_prompts", args, [args.queries, args.template])
     queries = read_records(args.queries)
     if args.method == "original":
         rewrites = original_prompts(queries)
@@ -95,17 +89,13 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if args.llm is None or args.template is None or args.generation is None:
             raise SystemExit(f"method {args.method}: --llm, --template and --generation are required")
-        report.add_models([args.llm.get("model_path")])
-        remote = is_remote(args.llm)
-        price = costs_from_env()[0].get(args.llm["model"]) if remote else None
-        with open_llm(args.llm, args.cache_dir, args.server_log, stage=f"eval_{args.method}") as llm:
-            rewrites = rewrite_queries(
-                llm, queries, load_template(args.template), args.generation, args.seed, desc=args.method
-            )
-            report.extra["llm"] = llm.report()
+        price = costs_from_env()[0].get(args.llm["model"]) if is_remote(args.llm) else None
+        with llm_job(report, args, f"eval_{args.method}") as llm:
+            template = load_template(args.template)
+            rewrites = rewrite_queries(llm, queries, template, args.generation, args.seed, desc=args.method)
     records = with_method(args.method, queries, rewrites, price)
     write_records(args.out, records, "eval_prompt")
-    report.counts = {
+    counts = {
         "queries": len(queries),
         "by_status": dict(Counter(r["status"] for r in records)),
         "by_subset_status": {
@@ -113,8 +103,7 @@ def main(argv: list[str] | None = None) -> None:
             for subset in sorted({r["subset"] for r in records})
         },
     }
-    report.write(args.report)
-    log.info("%s: %s", args.method, report.counts)
+    finish(report, args.report, counts, log)
 
 
 if __name__ == "__main__":

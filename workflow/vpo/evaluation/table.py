@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from vpo.core.io import atomic_write_bytes, read_records
-from vpo.core.provenance import JobReport
+from vpo.core.stage import job_report, setup_logging
 from vpo.evaluation.metrics import Estimate, mean_estimate, paired_outcomes, query_scores, rate, win_tie_loss
 
 log = logging.getLogger(__name__)
@@ -306,9 +306,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = make_parser().parse_args(argv)
-    report = JobReport("eval_table", {k: v for k, v in vars(args).items() if k != "report"})
+    report = job_report("eval_table", args)
     names = [m["name"] for m in args.methods]
     if "original" not in names:
         raise SystemExit("eval_table: the method `original` (the baseline of the win rates) is missing")

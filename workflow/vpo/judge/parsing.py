@@ -9,9 +9,10 @@ from typing import Any
 
 import jsonschema
 
+from vpo.core.ids import normalize_text
 from vpo.core.schemas import load_schema
+from vpo.llm.base import Response
 
-_WS = re.compile(r"\s+")
 # "Final Judgement (Yes or No): Yes", "**Final judgment:** no", "FINAL JUDGEMENT - Yes." ...
 _VERDICT = re.compile(
     r"final\s+judge?ment\s*(?:\([^)\n]{0,20}\))?[\s*_`'\"]*[:：\-–]?[\s*_`'\"]*"
@@ -32,11 +33,6 @@ _REFLECTION = re.compile(r"^\s*(?:\*\*)?reflection(?:\*\*)?\s*:\s*", re.IGNORECA
 _VERDICT_LINE = re.compile(r"final\s+judge?ment", re.IGNORECASE)
 _VERDICT_WORDS = re.compile(r"(final)\s+(judge?ment)", re.IGNORECASE)
 _QUOTES = ('"', "'", "“", "”", "`")
-
-
-def normalize_text(text: str) -> str:
-    """Collapse all whitespace, newlines included, into single spaces."""
-    return _WS.sub(" ", text).strip()
 
 
 def neutralize_markers(text: str) -> str:
@@ -158,3 +154,15 @@ def parse_structured_refinement(text: str | None) -> tuple[str | None, str | Non
     if data is None:
         return None, None
     return clean_prompt(data["refined_prompt"]), normalize_text(data["reflection"]) or None
+
+
+def rewrite_status(response: Response) -> tuple[str, str | None]:
+    """(status, prompt) of a policy's or teacher's rewrite: `failed` (no answer after all retries),
+    `refused` (a content filter, or an answer that opens like a refusal: no video prompt), `empty` (no
+    text once cleaned), else `ok` with the cleaned one-line prompt."""
+    if not response.ok:
+        return "failed", None
+    prompt = clean_prompt(response.text)
+    if response.refused or looks_like_refusal(prompt):
+        return "refused", None
+    return ("ok", prompt) if prompt else ("empty", None)

@@ -219,9 +219,13 @@ class _LockedState:
             os.close(self.fd)  # closing releases the lock
 
 
+# English text runs about 4 characters per token (the usual rule of thumb); `vpo estimate` prices with it too.
+CHARS_PER_TOKEN = 4
+
+
 def estimate_tokens(chars: int, max_new_tokens: int) -> int:
-    """What a request counts against a tokens-per-minute quota: its prompt (≈ 4 characters per token
-    for English text, the usual rule of thumb) plus the most tokens it may generate, as OpenAI counts it.
+    """What a request counts against a tokens-per-minute quota: its prompt (CHARS_PER_TOKEN) plus the
+    most tokens it may generate, as OpenAI counts it.
     OpenAI counts this estimate when the request arrives and gives nothing back for tokens left unused,
     so neither do the limiters: the actual usage (in the ledger) is never added back to the bucket."""
-    return chars // 4 + 1 + max_new_tokens
+    return chars // CHARS_PER_TOKEN + 1 + max_new_tokens

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from vpo.core.fingerprints import fingerprint
 from vpo.core.provenance import log_placement
+from vpo.core.stage import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     log_placement("build_model")
     args = make_parser().parse_args(argv)
     out = RECIPES[args.recipe](args.out)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vpo.core.io import write_json
+from vpo.core.stage import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +350,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = make_parser().parse_args(argv)
     from vpo.core.provenance import log_placement
 

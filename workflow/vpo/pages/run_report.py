@@ -28,6 +28,7 @@ from vpo.core.queries import read_raw_queries
 from vpo.core.run_options import GLOBAL_KEYS
 from vpo.core.run_options import from_env as run_options_from_env
 from vpo.core.secrets import redact, scrub, secret_env_values
+from vpo.core.stage import setup_logging
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -1004,7 +1005,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     log_placement("run_report")
     args = make_parser().parse_args(argv)
     options = run_options_from_env()

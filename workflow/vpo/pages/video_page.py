@@ -16,6 +16,7 @@ from typing import Any
 
 from vpo.core.io import atomic_write_bytes, read_many, read_records
 from vpo.core.provenance import log_placement
+from vpo.core.stage import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def plot_distribution(rewards: list[dict[str, Any]], out: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     log_placement("video_report")
     p = argparse.ArgumentParser(prog="python -m vpo.pages.video_page", description=__doc__)
     p.add_argument("--rewards", nargs="+", required=True)

@@ -17,6 +17,8 @@ import os
 import string
 from pathlib import Path
 
+from vpo.core.stage import setup_logging
+
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
@@ -181,7 +183,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = make_parser().parse_args(argv)
     out = build_tiny_vlm(args.out, args.tokenizer)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vpo.core.stage import setup_logging
 from vpo.reward.base import Answer, normalize_answer
 
 if TYPE_CHECKING:
@@ -538,7 +539,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = make_parser().parse_args(argv)
     if args.command == "fetch":
         paths = fetch_release_files(args.out, args.repo, args.ref)

@@ -15,7 +15,7 @@ from typing import Any
 
 from vpo.core.ids import digest
 from vpo.core.io import read_many, read_records, write_records
-from vpo.core.provenance import JobReport
+from vpo.core.stage import job_report, setup_logging
 from vpo.core.templates import load_template
 from vpo.training.dataset import policy_messages, write_dataset
 
@@ -91,9 +91,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = make_parser().parse_args(argv)
-    report = JobReport("build_pairs", vars(args))
+    report = job_report("build_pairs", args)
     report.add_inputs([*args.refinements, args.template, *([args.video_pairs] if args.video_pairs else [])])
     text, skipped = text_pairs(read_many(args.refinements))
     video = read_records(args.video_pairs) if args.video_pairs else []

@@ -12,12 +12,10 @@ from collections import Counter
 from typing import Any
 
 from vpo.core.io import read_records, write_records
-from vpo.core.provenance import JobReport
-from vpo.core.stage import add_llm_arguments, public_params, setup
+from vpo.core.stage import add_llm_arguments, finish, job_report, llm_job, setup
 from vpo.core.templates import judge_conversation, load_template
 from vpo.judge.ask import ask_until_parsed
 from vpo.judge.parsing import answer_schema, parse_structured_verdict, parse_verdict
-from vpo.llm import open_llm
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +96,9 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     setup(args.threads)
-    report = JobReport("critique", public_params(args))
-    report.add_inputs([args.generations, args.template])
-    report.add_models([args.llm.get("model_path")])
+    report = job_report("critique", args, [args.generations, args.template])
     generations = read_records(args.generations)
-    with open_llm(args.llm, args.cache_dir, args.server_log, stage="critique") as llm:
+    with llm_job(report, args, "critique") as llm:
         records = critique(
             generations,
             llm,
@@ -112,16 +108,14 @@ def main(argv: list[str] | None = None) -> None:
             args.max_parse_retries,
             structured=args.llm.get("structured_output", False),
         )
-        report.extra["llm"] = llm.report()
     write_records(args.out, records, "critique")
-    report.counts = {
+    counts = {
         "items": len(records),
         "by_status": dict(Counter(r["status"] for r in records)),
         "by_verdict": dict(Counter(str(r["verdict"]) for r in records if r["status"] == "ok")),
         "retried": sum(r["attempts"] > 1 for r in records),
     }
-    report.write(args.report)
-    log.info("critique: %s", report.counts)
+    finish(report, args.report, counts, log)
 
 
 if __name__ == "__main__":

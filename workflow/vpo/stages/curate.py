@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from vpo.core.ids import normalize_query, query_id, strip_control_chars
+from vpo.core.ids import normalize_text, query_id, strip_control_chars
 from vpo.core.io import write_records
-from vpo.core.provenance import JobReport
 from vpo.core.queries import WORD, CurationRules, content_part, read_raw_queries, rule_violation
+from vpo.core.stage import job_report, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def curate(
         )
 
     for line, raw_text in raw:
-        text = normalize_query(raw_text)
+        text = normalize_text(raw_text)
         reason = rule_violation(text, rules)
         if reason:
             drop(line, text, reason)
@@ -163,7 +163,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = make_parser().parse_args(argv)
     rules = CurationRules(
         args.min_words,
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         args.shingle_words,
         args.max_queries,
     )
-    report = JobReport("curate", vars(args))
+    report = job_report("curate", args)
     report.add_inputs([args.input])
     raw = read_raw_queries(args.input)
     kept, dropped = curate(raw, rules, args.set_name, args.input)

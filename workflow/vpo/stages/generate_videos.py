@@ -21,8 +21,7 @@ from vpo.core.fingerprints import fingerprint as weights_fingerprint
 from vpo.core.fingerprints import sha256_file
 from vpo.core.ids import derive_seed, digest, part_of
 from vpo.core.io import read_records, write_json, write_records
-from vpo.core.provenance import JobReport
-from vpo.core.stage import setup
+from vpo.core.stage import job_report, setup
 from vpo.t2v.export import write_mp4
 from vpo.t2v.pipeline import RENDER_KEYS, load_pipeline, render
 
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     setup(args.threads)
     settings = args.t2v
-    report = JobReport("generate_videos", {k: v for k, v in vars(args).items() if k != "report"})
+    report = job_report("generate_videos", args)
     report.add_inputs([args.candidates])
     report.add_models([args.model])
     rows = read_records(args.candidates)

@@ -13,12 +13,11 @@ from collections import Counter
 from typing import Any
 
 from vpo.core.io import read_records, write_records
-from vpo.core.provenance import JobReport
-from vpo.core.stage import add_llm_arguments, public_params, setup
+from vpo.core.stage import add_llm_arguments, finish, job_report, llm_job, setup
 from vpo.core.templates import load_template, refine_conversation
 from vpo.judge.ask import ask_until_parsed
 from vpo.judge.parsing import answer_schema, looks_like_refusal, parse_refinement, parse_structured_refinement
-from vpo.llm import Response, open_llm
+from vpo.llm import Response
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +96,9 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     setup(args.threads)
-    report = JobReport("refine", public_params(args))
-    report.add_inputs([args.critiques, args.critique_template, args.template])
-    report.add_models([args.llm.get("model_path")])
+    report = job_report("refine", args, [args.critiques, args.critique_template, args.template])
     critiques = read_records(args.critiques)
-    with open_llm(args.llm, args.cache_dir, args.server_log, stage="refine") as llm:
+    with llm_job(report, args, "refine") as llm:
         records = refine(
             critiques,
             llm,
@@ -112,15 +109,13 @@ def main(argv: list[str] | None = None) -> None:
             args.max_parse_retries,
             structured=args.llm.get("structured_output", False),
         )
-        report.extra["llm"] = llm.report()
     write_records(args.out, records, "refinement")
-    report.counts = {
+    counts = {
         "judged_no": len(records),
         "by_status": dict(Counter(r["status"] for r in records)),
         "retried": sum(r["attempts"] > 1 for r in records),
     }
-    report.write(args.report)
-    log.info("refine: %s", report.counts)
+    finish(report, args.report, counts, log)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Each prompt is one request with its own seed; the K seeds of a query are consecutive, derived from the
 query and the model, so a vLLM server answers them in one request with `n = K` and each answer is still
-reproducible and cached on its own. Empty or failed answers are kept with their status.
+reproducible and cached on its own. Empty, refused or failed answers are kept with their status
+(`rewrite_status`, the same ladder as `vpo rewrite`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from typing import Any
 
 from vpo.core.ids import candidate_id, consecutive_seeds
 from vpo.core.io import read_records, write_records
-from vpo.core.provenance import JobReport
-from vpo.core.stage import add_llm_arguments, public_params, setup
+from vpo.core.stage import add_llm_arguments, finish, job_report, llm_job, setup
 from vpo.core.templates import conversation, load_template
-from vpo.judge.parsing import clean_prompt
-from vpo.llm import Request, open_llm
+from vpo.judge.parsing import rewrite_status
+from vpo.llm import Request
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,7 @@ def generate(
     responses = llm.generate(requests, desc=role)
     records = []
     for (query, index, cid, seed), response in zip(items, responses, strict=True):
-        prompt = clean_prompt(response.text) if response.ok else None
-        if not response.ok:
-            status = "failed"
-        elif response.refused:
-            status, prompt = "refused", None
-        else:
-            status = "ok" if prompt else "empty"
+        status, prompt = rewrite_status(response)
         records.append(
             {
                 "item_id": cid,
@@ -81,29 +75,20 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     setup(args.threads)
-    report = JobReport(args.role, public_params(args))
-    report.add_inputs([args.queries, args.template])
-    report.add_models([args.llm.get("model_path")])
+    report = job_report(args.role, args, [args.queries, args.template])
     queries = read_records(args.queries)
-    with open_llm(args.llm, args.cache_dir, args.server_log, stage=args.role) as llm:
+    with llm_job(report, args, args.role) as llm:
+        template = load_template(args.template)
         records = (
-            generate(
-                queries, llm, load_template(args.template), args.generation, args.k, args.seed, args.role
-            )
-            if queries
-            else []
+            generate(queries, llm, template, args.generation, args.k, args.seed, args.role) if queries else []
         )
-        report.extra["llm"] = llm.report()
     write_records(args.out, records, "generation")
-    report.counts = {
+    counts = {
         "queries": len(queries),
         "prompts": len(records),
         "by_status": dict(Counter(r["status"] for r in records)),
     }
-    report.write(args.report)
-    log.info(
-        "%s: %d prompts for %d queries %s", args.role, len(records), len(queries), report.counts["by_status"]
-    )
+    finish(report, args.report, counts, log)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,7 @@ from tqdm import tqdm
 
 from vpo.core.ids import digest
 from vpo.core.io import atomic_write_bytes, read_records, write_records
-from vpo.core.provenance import JobReport
-from vpo.core.stage import setup
+from vpo.core.stage import job_report, setup
 from vpo.reward.base import Answer, Scorer
 from vpo.reward.checklist import Checklist, load_checklist
 from vpo.reward.factory import LazyScorer
@@ -118,7 +117,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     setup(args.threads)
-    report = JobReport("score_videos", {k: v for k, v in vars(args).items() if k != "report"})
+    report = job_report("score_videos", args)
     report.add_inputs([args.videos, args.checklist])
     report.add_models([args.scorer.get("model_path")])
     checklist = load_checklist(args.checklist)

@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 from vpo.core.io import read_many, write_records
-from vpo.core.provenance import JobReport
+from vpo.core.stage import job_report, setup_logging
 from vpo.core.templates import load_template
 from vpo.training.dataset import policy_messages, write_dataset
 
@@ -65,9 +65,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = make_parser().parse_args(argv)
-    report = JobReport("sft_data", vars(args))
+    report = job_report("sft_data", args)
     report.add_inputs([*args.critiques, *args.refinements, args.template])
     examples = sft_examples(read_many(args.critiques), read_many(args.refinements))
     write_records(args.examples, examples, "sft_example")

@@ -8,6 +8,7 @@ import logging
 from vpo.core.ids import shard_of
 from vpo.core.io import read_records, write_records
 from vpo.core.provenance import log_placement
+from vpo.core.stage import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     log_placement("shard")
     args = make_parser().parse_args(argv)
     shards = split(read_records(args.input), len(args.out))

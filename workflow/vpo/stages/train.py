@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from vpo.core.provenance import JobReport
+from vpo.core.stage import job_report, setup_logging
 from vpo.models.provision import offline_hub_env
 
 log = logging.getLogger(__name__)
@@ -130,9 +130,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = make_parser().parse_args(argv)
-    report = JobReport(f"train_{args.stage}", vars(args))
+    report = job_report(f"train_{args.stage}", args)
     report.add_inputs(Path(args.dataset_dir).glob("*.json"))
     report.add_models([args.model])
     results = train(

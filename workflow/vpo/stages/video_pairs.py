@@ -20,7 +20,7 @@ from typing import Any
 
 from vpo.core.ids import digest
 from vpo.core.io import read_many, write_records
-from vpo.core.provenance import JobReport
+from vpo.core.stage import job_report, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = make_parser().parse_args(argv)
-    report = JobReport("video_pairs", {k: v for k, v in vars(args).items() if k != "report"})
+    report = job_report("video_pairs", args)
     report.add_inputs(args.rewards)
     rewards = read_many(args.rewards)
     pairs, counts = video_pairs(rewards, args.margin, args.convention)

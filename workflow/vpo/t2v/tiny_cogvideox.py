@@ -14,6 +14,8 @@ import json
 import logging
 from pathlib import Path
 
+from vpo.core.stage import setup_logging
+
 log = logging.getLogger(__name__)
 
 # Subjects x actions x settings: enough text for a small unigram vocabulary of video words.
@@ -127,7 +129,7 @@ def build_tiny_cogvideox(out_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     parser = argparse.ArgumentParser(prog="python -m vpo.t2v.tiny_cogvideox", description=__doc__)
     parser.add_argument("--out", required=True, help="folder to write the pipeline to")
     args = parser.parse_args(argv)

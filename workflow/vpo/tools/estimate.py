@@ -26,8 +26,7 @@ from vpo.config.validate import ConfigError, load_config
 from vpo.core.queries import read_raw_queries
 from vpo.core.templates import conversation, judge_conversation, load_template, refine_conversation
 from vpo.llm.ledger import Price, read_ledger, spent_usd
-
-CHARS_PER_TOKEN = 4
+from vpo.llm.ratelimit import CHARS_PER_TOKEN, estimate_tokens
 
 
 @dataclass
@@ -51,7 +50,7 @@ class Line:
 
 
 def _tokens(messages: list[dict[str, str]]) -> int:
-    return sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN + 4 * len(messages)
+    return estimate_tokens(sum(len(m["content"]) for m in messages), 0)
 
 
 def _queries(config: dict[str, Any], set_name: str) -> tuple[int, str]:

@@ -18,11 +18,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from vpo.core.ids import derive_seed, normalize_query, query_id
+from vpo.core.ids import derive_seed, normalize_text, query_id
 from vpo.core.layout import PROMPTS_DIR
 from vpo.core.queries import read_raw_queries
+from vpo.core.stage import setup_logging
 from vpo.core.templates import conversation, load_template
-from vpo.judge.parsing import clean_prompt, looks_like_refusal
+from vpo.judge.parsing import rewrite_status
 from vpo.llm import Request, open_llm
 
 DEFAULT_TEMPLATE = PROMPTS_DIR / "policy_inference.txt"
@@ -49,13 +50,7 @@ def rewrite_queries(
     responses = llm.generate(requests, desc=desc) if requests else []
     records = []
     for query, seed, response in zip(queries, seeds, responses, strict=True):
-        prompt = clean_prompt(response.text) if response.ok else None
-        if not response.ok:
-            status = "failed"
-        elif response.refused or looks_like_refusal(prompt):
-            status, prompt = "refused", None
-        else:
-            status = "ok" if prompt else "empty"
+        status, prompt = rewrite_status(response)
         records.append(
             {
                 "query_id": query["query_id"],
@@ -128,14 +123,14 @@ def llm_spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING, "%(levelname)s %(name)s: %(message)s")  # a user-facing CLI: quiet
     args = make_parser().parse_args(argv)
     if bool(args.query) == bool(args.file):
         raise SystemExit("give exactly one of a query argument or --file")
     raw = [(1, args.query)] if args.query else read_raw_queries(args.file)
     queries, skipped = [], 0
     for _, text in raw:
-        text = normalize_query(text)
+        text = normalize_text(text)
         if text:
             queries.append({"query_id": query_id(text), "query": text})
         else:
