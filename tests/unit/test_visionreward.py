@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from vpo.reward import visionreward as vr
+from vpo.reward import visionreward_release as release
 from vpo.reward.base import normalize_answer
 from vpo.reward.checklist import load_checklist
 
@@ -147,10 +148,10 @@ QUESTIONS = [
 
 
 def test_vpo_weights_facts():
-    assert len(vr.VPO_WEIGHTS) == 64
-    assert sum(1 for w in vr.VPO_WEIGHTS if w != 0) == 29
-    assert sum(vr.VPO_WEIGHTS) == pytest.approx(6.2771726, abs=1e-6)
-    assert all(w >= 0 for w in vr.VPO_WEIGHTS)
+    assert len(release.VPO_WEIGHTS) == 64
+    assert sum(1 for w in release.VPO_WEIGHTS if w != 0) == 29
+    assert sum(release.VPO_WEIGHTS) == pytest.approx(6.2771726, abs=1e-6)
+    assert all(w >= 0 for w in release.VPO_WEIGHTS)
 
 
 def write_release_file(path, lines, trailing="\n\n"):
@@ -165,7 +166,7 @@ def test_checklist_from_a_release_question_file(tmp_path):
         "  Are the details refined?  ",
     ]
     source = write_release_file(tmp_path / "qa.txt", lines)
-    checklist = vr.checklist_from_release(source, [0.5, 0.0, 1.25], name="demo")
+    checklist = release.checklist_from_release(source, [0.5, 0.0, 1.25], name="demo")
     assert checklist == {
         "name": "demo",
         "questions": [
@@ -179,7 +180,7 @@ def test_checklist_from_a_release_question_file(tmp_path):
         ],
     }
     out = tmp_path / "checklist.yaml"
-    out.write_text(vr.checklist_yaml(checklist, source), encoding="utf-8")
+    out.write_text(release.checklist_yaml(checklist, source), encoding="utf-8")
     loaded = load_checklist(out)
     assert [q.uses_query for q in loaded.questions] == [True, False, False]
     assert loaded.render("a red cat")[0].endswith('text "a red cat"?')
@@ -189,14 +190,14 @@ def test_checklist_from_a_release_question_file(tmp_path):
 
 def test_default_weights_are_vpos_for_the_64_question_file(tmp_path):
     lines = ['Is "[[prompt]]" shown?'] * 4 + [f"Question number {i}?" for i in range(5, 65)]
-    checklist = vr.checklist_from_release(write_release_file(tmp_path / "qa64.txt", lines, trailing=""))
-    assert [q["weight"] for q in checklist["questions"]] == list(vr.VPO_WEIGHTS)
+    checklist = release.checklist_from_release(write_release_file(tmp_path / "qa64.txt", lines, trailing=""))
+    assert [q["weight"] for q in checklist["questions"]] == list(release.VPO_WEIGHTS)
     assert [q["id"] for q in checklist["questions"]][:2] == ["q01", "q02"]
     assert checklist["questions"][-1]["id"] == "q64" and checklist["name"] == "visionreward-video"
     assert sum("{query}" in q["text"] for q in checklist["questions"]) == 4
     short = write_release_file(tmp_path / "select.txt", ["Is it sharp?"] * 29)
     with pytest.raises(ValueError, match=r"weight\.json"):
-        vr.checklist_from_release(short)
+        release.checklist_from_release(short)
 
 
 @pytest.mark.parametrize(
@@ -211,14 +212,14 @@ def test_default_weights_are_vpos_for_the_64_question_file(tmp_path):
 def test_bad_release_files_are_refused(tmp_path, lines, weights, message):
     source = write_release_file(tmp_path / "qa.txt", lines)
     with pytest.raises(ValueError, match=message):
-        vr.checklist_from_release(source, weights)
+        release.checklist_from_release(source, weights)
 
 
 def test_cli_converts_question_and_weight_files(tmp_path):
     source = write_release_file(tmp_path / "qa_select.txt", ['Does it match "[[prompt]]"?', "Is it clear?"])
     (tmp_path / "weight.json").write_text(json.dumps([0.9, 0.1]))
     out = tmp_path / "out" / "visionreward-video.yaml"
-    vr.main(
+    release.main(
         [
             "checklist",
             "--questions",
@@ -233,7 +234,7 @@ def test_cli_converts_question_and_weight_files(tmp_path):
     assert loaded.name == "visionreward-video" and loaded.weights == [0.9, 0.1]
     (tmp_path / "bad.json").write_text('{"w": 1}')
     with pytest.raises(SystemExit, match="JSON list of numbers"):
-        vr.main(
+        release.main(
             [
                 "checklist",
                 "--questions",
@@ -250,9 +251,9 @@ def test_fetch_without_network_names_the_urls_and_the_manual_way(tmp_path, monke
     def offline(url, timeout):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(vr.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(release.urllib.request, "urlopen", offline)
     with pytest.raises(SystemExit) as stop:
-        vr.main(["fetch", "--out", str(tmp_path)])
+        release.main(["fetch", "--out", str(tmp_path)])
     message = str(stop.value)
     assert "https://raw.githubusercontent.com/THUDM/VisionReward/main/VisionReward_Video/" in message
     assert "VisionReward-Video/VisionReward_video_qa.txt" in message

@@ -32,8 +32,8 @@ if REWARD["backend"] == "visionreward" and not Path(REWARD["checklist"]).exists(
         conda:
             "../../envs/core.yaml"
         shell:
-            "(python -m vpo.reward.visionreward fetch --out {params.release:q} &&"
-            " python -m vpo.reward.visionreward checklist"
+            "(python -m vpo.reward.visionreward_release fetch --out {params.release:q} &&"
+            " python -m vpo.reward.visionreward_release checklist"
             " --questions {params.release:q}/VisionReward_video_qa.txt --out {output:q}) > {log:q} 2>&1"
 
 
