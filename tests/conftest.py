@@ -104,3 +104,12 @@ def default_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory) -> Path:
     return build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration and tests/slurm is `integration` (it runs Snakemake, a model
+    server or a cluster), so that `-m "not integration"` is exactly the fast unit tests."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(REPO).parts
+        if parts[:2] in (("tests", "integration"), ("tests", "slurm")):
+            item.add_marker(pytest.mark.integration)

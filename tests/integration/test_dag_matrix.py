@@ -1,0 +1,122 @@
+"""The DAG of each scenario a user runs, as jobs per rule from a dry run: the embedded default, without the
+video level, without the evaluation, and config/paper.yaml as shipped (on synthetic query files of a
+known size). A rule file that stops declaring a job, or a scenario that gains one, changes a count here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.workflow_run import REPO, jobs_by_rule
+
+# Rules every default-sized scenario runs once or per set.
+BASE = {
+    "build_smollm2_135m": 1,
+    "build_tiny_cogvideox": 1,
+    "build_tiny_vlm": 1,
+    "curate": 2,
+    "shard_sft": 1,
+    "shard_dpo": 1,
+    "draft": 2,
+    "critique": 3,  # 2 SFT shards + 1 DPO shard
+    "refine": 3,
+    "sft_data": 1,
+    "train_sft": 1,
+    "sample": 1,
+    "build_pairs": 1,
+    "train_dpo": 1,
+    "run_report": 1,
+    "all": 1,
+}
+VIDEO = {"generate_videos": 1, "score_videos": 1, "video_pairs": 1, "video_report": 1}
+# original, fewshot, sft, dpo: rewrites (the original needs no model), judged, rendered and scored.
+EVAL = {
+    "eval_queries": 1,
+    "eval_original_prompts": 1,
+    "eval_prompts": 3,
+    "eval_judge": 4,
+    "eval_videos": 4,
+    "eval_rewards": 4,
+    "eval_table": 1,
+}
+# paper.yaml on 1,200 SFT and 1,000 DPO queries at 500 per shard: 3 + 2 shards; 16 videos per job.
+PAPER = {
+    "provision_llama3_8b_instruct": 1,
+    "provision_cogvideox_2b": 1,
+    "provision_visionreward_video": 1,
+    "visionreward_checklist": 1,
+    "curate": 2,
+    "shard_sft": 1,
+    "shard_dpo": 1,
+    "draft": 3,
+    "critique": 5,
+    "refine": 5,
+    "sft_data": 1,
+    "train_sft": 1,
+    "sample": 2,
+    "generate_videos": 40,  # 2 shards × 500 queries × k=4 prompts × 1 video, 100 videos per job
+    "score_videos": 40,
+    "video_pairs": 1,
+    "build_pairs": 1,
+    "video_report": 1,
+    "train_dpo": 1,
+    "run_report": 1,
+    "all": 1,
+    "eval_queries": 1,
+    "eval_original_prompts": 1,
+    "eval_prompts_local": 1,  # the few-shot rewrites by the API model run where the network is
+    "eval_prompts": 2,  # sft and dpo checkpoints
+    "eval_judge": 4,
+    "eval_videos": 4,
+    "eval_rewards": 4,
+    "eval_table": 1,
+}
+
+
+def dry_run(workdir: Path, *args: str) -> dict[str, int]:
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-F", "--nolock", "--cores", "1",
+         "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--workflow-profile", "none",
+         *args],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    return dict(jobs_by_rule(run.stdout + run.stderr))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], {**BASE, **VIDEO, **EVAL}),
+        (["--config", "pairs={video: false}"], {**BASE, **EVAL}),
+        (["--config", "eval={enabled: false}"], {**BASE, **VIDEO}),
+    ],
+    ids=["default", "no-video", "no-eval"],
+)
+def test_default_scenarios(overrides, expected):
+    assert dry_run(REPO, *overrides) == expected
+
+
+@pytest.mark.slow
+def test_paper_yaml_as_shipped(tmp_path):
+    shutil.copytree(
+        REPO / "resources", tmp_path / "resources", ignore=shutil.ignore_patterns("models", "hub*")
+    )
+    (tmp_path / "data/vpo").mkdir(parents=True)
+    (tmp_path / "data/eval").mkdir()
+    queries = {
+        "data/vpo/sft_prompts.json": [f"a red fox number {i} runs through snowy woods" for i in range(1200)],
+        "data/vpo/dpo_prompts.json": [f"a small boat number {i} drifts on a calm lake" for i in range(1000)],
+    }
+    for path, rows in queries.items():
+        (tmp_path / path).write_text(json.dumps(rows), encoding="utf-8")
+    (tmp_path / "data/eval/heldout.txt").write_text("an old train crosses a stone bridge\n" * 30)
+    (tmp_path / "data/eval/unsafe.txt").write_text("a riot scene in a burning city\n" * 10)
+    assert dry_run(tmp_path, "--configfile", str(REPO / "config/paper.yaml")) == PAPER
