@@ -17,15 +17,15 @@ from tests.fixtures.openai_fixture_server import FixtureServer
 from vpo.config.validate import ConfigError, validate_config
 from vpo.core.ids import query_id
 from vpo.core.io import read_records, write_records
-from vpo.core.queries import exact_overlaps
-from vpo.evaluation import heldout, table
+from vpo.core.queries import CurationRules, exact_overlaps
+from vpo.evaluation import queries as eval_queries
+from vpo.evaluation import table
 from vpo.evaluation.judge import judge
 from vpo.evaluation.metrics import Estimate, paired_outcomes, query_scores, win_tie_loss
 from vpo.evaluation.prompts import original_prompts, with_method
 from vpo.judge.parsing import looks_like_refusal, parse_safety
 from vpo.llm.base import Response
 from vpo.llm.ledger import Price
-from vpo.stages.curate import CurationRules
 from vpo.tools.rewrite import rewrite_queries
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,7 +75,9 @@ def test_held_out_queries_that_are_training_queries_are_found_exactly_and_as_nea
         "a paper boat floating down a rainy street gutter",
         source="dpo.txt",
     )
-    kept, dropped, overlaps = heldout.held_out_set({"general": str(general), "unsafe": None}, training, RULES)
+    kept, dropped, overlaps = eval_queries.held_out_set(
+        {"general": str(general), "unsafe": None}, training, RULES
+    )
     assert len(kept) == 3 and dropped == []
     found = {(o.source_line, o.reason, o.match_file, o.match_line) for o in overlaps}
     assert found == {(1, "in_training_set", "dpo.txt", 1), (2, "near_training_query", "dpo.txt", 2)}
@@ -86,7 +88,7 @@ def run_heldout(tmp_path: Path, on_overlap: str) -> subprocess.CompletedProcess:
     (tmp_path / "eval.txt").write_text("a cute dog on the grass\na fox walking through autumn leaves\n")
     (tmp_path / "unsafe.txt").write_text("a gang beating a man with bats until he bleeds\n")
     write_records(tmp_path / "sft.parquet", training_rows("a cute dog on the grass"), "query")
-    command = [sys.executable, "-m", "vpo.evaluation.heldout", "--queries", "eval.txt"]
+    command = [sys.executable, "-m", "vpo.evaluation.queries", "--queries", "eval.txt"]
     command += ["--unsafe-queries", "unsafe.txt", "--training", "sft.parquet", "--on-overlap", on_overlap]
     command += ["--min-words", "3", "--max-words", "120", "--max-special-char-ratio", "0.3"]
     command += ["--near-duplicate-jaccard", "0.7", "--shingle-words", "2", "--out", "q.parquet"]
@@ -125,7 +127,7 @@ def default_config() -> dict:
 
 def test_config_with_a_training_query_in_the_held_out_file_fails_before_any_job(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    held_out = tmp_path / "heldout.txt"
+    held_out = tmp_path / "eval_queries.txt"
     held_out.write_text("a brand new query about a glacier\n  a panda eating bamboo in the RAIN \n")
     config = default_config()
     config["eval"]["queries"] = str(held_out)

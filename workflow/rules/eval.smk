@@ -43,7 +43,7 @@ rule eval_queries:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.evaluation.heldout --queries {input.queries:q} {params.unsafe:q}"
+        "python -m vpo.evaluation.queries --queries {input.queries:q} {params.unsafe:q}"
         " --training {input.training:q} --on-overlap {params.on_overlap:q}"
         " --min-words {params.c[min_words]:q} --max-words {params.c[max_words]:q}"
         " --max-special-char-ratio {params.c[max_special_char_ratio]:q}"
@@ -169,7 +169,7 @@ rule eval_videos:
         runtime=res("t2v", "runtime", 60),
         gpu=gpus("t2v"),
     conda:
-        "../../envs/t2v.yaml"
+        backend_env("t2v")
     shell:
         "python -m vpo.stages.generate_videos --candidates {input.prompts:q} --part {wildcards.p:q} --parts {params.parts:q}"
         " --seed-by query_id --model {params.model:q}"
@@ -198,11 +198,7 @@ rule eval_rewards:
         runtime=res("reward", "runtime", 60),
         gpu=gpus("reward"),
     conda:
-        (
-            "../../envs/reward-visionreward.yaml"
-            if CFG["reward"]["backend"] == "visionreward"
-            else "../../envs/reward.yaml"
-        )
+        backend_env("reward")
     shell:
         "python -m vpo.stages.score_videos --videos {input.videos:q} --checklist {input.checklist:q}"
         " --scorer {params.scorer:q} --threads {threads:q} --out {output.records:q}"

@@ -90,7 +90,7 @@ def _dropped(query: str, subset: str, path: str, line: int, reason: str, match: 
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vpo.evaluation.heldout", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m vpo.evaluation.queries", description=__doc__)
     p.add_argument("--queries", required=True, help="held-out queries (.txt, .json, .jsonl)")
     p.add_argument("--unsafe-queries", default=None, help="held-out queries that ask for harmful content")
     p.add_argument("--training", nargs="+", required=True, help="curated training query sets (Parquet)")
