@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import REPO
+from tests.records import record
 from vpo.core.templates import conversation, load_template
 from vpo.evaluation.judge import judge
 from vpo.judge.parsing import neutralize_markers, parse_refinement, parse_safety, parse_verdict
@@ -37,8 +38,7 @@ class Judge:
 
 
 def candidate(query: str, prompt: str, i: int = 0) -> dict:
-    return {"item_id": f"i{i}", "query_id": f"q{i}", "query": query, "sample_index": 0, "prompt": prompt,
-            "status": "ok"}  # fmt: skip
+    return record("generation", item_id=f"i{i}", query_id=f"q{i}", query=query, prompt=prompt)
 
 
 def test_a_judge_echoing_its_input_after_its_verdict_keeps_its_verdict():

@@ -1,31 +1,35 @@
+from tests.records import record
 from vpo.stages.build_pairs import merge_pairs, text_pairs
 
 
 def refinement(qid, index, status="ok", prompt="sampled", refined="refined"):
-    return {
-        "item_id": f"{qid}-{index}",
-        "query_id": qid,
-        "query": f"query {qid}",
-        "sample_index": index,
-        "prompt": prompt,
-        "refined_prompt": refined if status == "ok" else None,
-        "status": status,
-    }
+    return record(
+        "refinement",
+        item_id=f"{qid}-{index}",
+        query_id=qid,
+        query=f"query {qid}",
+        sample_index=index,
+        prompt=prompt,
+        refined_prompt=refined if status == "ok" else None,
+        status=status,
+    )
 
 
 def video_pair(qid, name):
-    return {
-        "pair_id": f"v-{qid}-{name}",
-        "query_id": qid,
-        "query": f"query {qid}",
-        "chosen": "a",
-        "rejected": "b",
-        "source": "video",
-        "chosen_id": f"{qid}-0",
-        "chosen_kind": "candidate",
-        "rejected_id": f"{qid}-1",
-        "score_margin": 0.7,
-    }
+    return record(
+        "pair",
+        pair_id=f"v-{qid}-{name}",
+        query_id=qid,
+        query=f"query {qid}",
+        source="video",
+        chosen_id=f"{qid}-0",
+        chosen_kind="candidate",
+        rejected_id=f"{qid}-1",
+        score_margin=0.7,
+        score_convention="vpo_sum",
+        chosen_video_id=f"{qid}-0-v",
+        rejected_video_id=f"{qid}-1-v",
+    )
 
 
 def test_one_text_pair_per_query_from_the_first_refined_candidate():

@@ -1,26 +1,31 @@
 import pytest
 
+from tests.records import record
 from vpo.stages.sft_data import sft_examples
 
 
 def critique(qid, status="ok", verdict=None):
-    return {
-        "item_id": f"{qid}-0",
-        "query_id": qid,
-        "query": f"q {qid}",
-        "sample_index": 0,
-        "prompt": f"draft {qid}",
-        "status": status,
-        "verdict": verdict,
-    }
+    return record(
+        "critique",
+        item_id=f"{qid}-0",
+        query_id=qid,
+        query=f"q {qid}",
+        prompt=f"draft {qid}",
+        status=status,
+        verdict=verdict,
+    )
 
 
 def refinement(qid, status="ok"):
-    return {
-        "item_id": f"{qid}-0",
-        "status": status,
-        "refined_prompt": f"refined {qid}" if status == "ok" else None,
-    }
+    return record(
+        "refinement",
+        item_id=f"{qid}-0",
+        query_id=qid,
+        query=f"q {qid}",
+        prompt=f"draft {qid}",
+        status=status,
+        refined_prompt=f"refined {qid}" if status == "ok" else None,
+    )
 
 
 def test_target_is_draft_if_yes_else_refinement_and_nothing_is_dropped():

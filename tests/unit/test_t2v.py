@@ -6,10 +6,12 @@ import json
 
 import pytest
 
+from tests.records import record
 from vpo.core.io import read_records, write_records
 from vpo.reward.frames import read_video
 
 SETTINGS = {
+    "backend": "diffusers",
     "pipeline": "CogVideoXPipeline",
     "dtype": "float32",
     "device": "cpu",
@@ -38,19 +40,16 @@ def tiny_cogvideox(tmp_path_factory):
 
 
 def candidate(index, prompt, status="ok"):
-    return {
-        "item_id": f"{index:04d}aaaabbbbcccc",
-        "query_id": "q0",
-        "query": "a cat surfing",
-        "sample_index": index,
-        "prompt": prompt,
-        "status": status,
-        "raw": prompt,
-        "finish_reason": "stop",
-        "seed": 0,
-        "model_fingerprint": "test",
-        "error": None,
-    }
+    return record(
+        "generation",
+        item_id=f"{index:04d}aaaabbbbcccc",
+        query_id="q0",
+        query="a cat surfing",
+        sample_index=index,
+        prompt=prompt,
+        status=status,
+        raw=prompt,
+    )
 
 
 def run_stage(tmp_path, model, name, extra=(), settings=SETTINGS):

@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.records import record
 from vpo.reward.checklist import Checklist, Question
 from vpo.stages.build_pairs import merge_pairs, text_pairs
 from vpo.stages.video_pairs import dominates, video_pairs
@@ -11,19 +12,22 @@ CHECKLIST = Checklist("golden", tuple(Question(f"q{i}", f"question {i}", w) for 
 
 def video(qid, index, labels, prompt=None, score=None):
     scores = CHECKLIST.scores(labels)
-    return {
-        "video_id": f"{qid}-v{index}",
-        "candidate_id": f"{qid}-c{index}",
-        "query_id": qid,
-        "query": f"query {qid}",
-        "prompt": prompt or f"prompt {qid} {index}",
-        "sample_index": index,
-        "video_index": 0,
-        "labels": labels,
-        "invalid_count": labels.count("invalid"),
-        "score_vpo_sum": scores["vpo_sum"] if score is None else score,
-        "score_visionreward_mean": scores["visionreward_mean"],
-    }
+    return record(
+        "reward",
+        video_id=f"{qid}-v{index}",
+        candidate_id=f"{qid}-c{index}",
+        query_id=qid,
+        query=f"query {qid}",
+        prompt=prompt or f"prompt {qid} {index}",
+        sample_index=index,
+        question_ids=[q.id for q in CHECKLIST.questions],
+        raw_answers=list(labels),
+        labels=labels,
+        p_yes=[None] * len(labels),
+        invalid_count=labels.count("invalid"),
+        score_vpo_sum=scores["vpo_sum"] if score is None else score,
+        score_visionreward_mean=scores["visionreward_mean"],
+    )
 
 
 def test_dominance_needs_never_worse_and_once_better():
