@@ -45,7 +45,6 @@ if CFG["pairs"]["video"]:
     include: "workflow/rules/video.smk"
 
 
-include: "workflow/rules/report.smk"
 include: "workflow/rules/local.smk"
 
 
@@ -53,6 +52,10 @@ EVALUATE = CFG.get("eval", {}).get("enabled", False)
 if EVALUATE:
 
     include: "workflow/rules/eval.smk"
+
+
+# Last: the run report reads the job reports of every rule declared above.
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import REPO
 from vpo.core.ids import query_id
 from vpo.core.io import write_records
 from vpo.core.run_options import RUN_OPTIONS_ENV, run_options, without_run_options
 from vpo.pages import run_report
+from vpo.pages.jobs import job_label
+from vpo.pages.plots import PLOT_CAPTIONS
+from vpo.pages.records import loss_points, read_trainer_log
+from vpo.pages.stats import merge_counts
+from vpo.pages.summary import with_run_options
 
 FAKE_SECRET = "sk-test-0123456789abcdef-not-a-real-key"
 KEY_ENV = "VPO_TEST_JUDGE_KEY"
@@ -256,7 +264,7 @@ def make_run(root: Path, with_loss: bool = True) -> list[str]:
     args += ["--dpo-refinements", str(res / "dpo/refinements/shard-0.parquet")]
     args += ["--pairs", str(res / "dpo/pairs.parquet"), "--trainer-logs", f"sft={sft_dir}", f"dpo={dpo_dir}"]
     args += ["--page", str(out / "summary.html")]
-    for name in run_report.PLOT_CAPTIONS:
+    for name in PLOT_CAPTIONS:
         args += [f"--plot-{name.replace('_', '-')}", str(out / f"{name}.svg")]
     return args
 
@@ -318,7 +326,7 @@ def test_key_is_named_never_shown(finished_run):
 
 def test_every_plot_is_written_and_inlined(finished_run):
     page = (finished_run / "summary.html").read_text()
-    for name in run_report.PLOT_CAPTIONS:
+    for name in PLOT_CAPTIONS:
         svg = (finished_run / f"{name}.svg").read_text()
         assert len(svg) > 1000 and "<svg" in svg
         assert f"<figure id='{name}'><svg" in page
@@ -351,31 +359,111 @@ def test_trainer_log_reader_skips_steps_without_loss_and_a_torn_line(tmp_path):
     (tmp_path / "trainer_log.jsonl").write_text(
         '{"current_steps": 1, "loss": 1.5}\n{"current_steps": 2, "total_steps": 2}\n{"current_steps": 3, "lo'
     )
-    rows = run_report.read_trainer_log(tmp_path)
-    assert run_report.loss_points(rows) == [(1.0, 1.5)]
-    assert run_report.read_trainer_log(tmp_path / "missing") is None
+    rows = read_trainer_log(tmp_path)
+    assert loss_points(rows) == [(1.0, 1.5)]
+    assert read_trainer_log(tmp_path / "missing") is None
 
 
 def test_run_options_leave_params_and_come_back_for_display():
     params = without_run_options(CONFIG)
     assert "prices" not in params and "budget_usd" not in params
     assert "api_key_env" not in params["llms"]["judge"] and params["llms"]["judge"]["model"] == "gpt-4o"
-    assert run_report.with_run_options(params, run_options(CONFIG)) == {
+    assert with_run_options(params, run_options(CONFIG)) == {
         **CONFIG,
         "llms": {"judge": CONFIG["llms"]["judge"]},
     }
 
 
 def test_job_labels_and_count_merging():
-    assert run_report.job_label("results/dpo/critiques/shard-3.report.json", "critique") == (
+    assert job_label("results/dpo/critiques/shard-3.report.json", "critique") == (
         "critique (dpo)",
         "phase=dpo k=3",
     )
-    assert run_report.job_label("results/queries/sft.report.json", "curate") == ("curate (sft)", "set=sft")
-    assert run_report.job_label("results/dpo/rewards/shard-0/part-2.report.json", "score_videos") == (
+    assert job_label("results/queries/sft.report.json", "curate") == ("curate (sft)", "set=sft")
+    assert job_label("results/dpo/rewards/shard-0/part-2.report.json", "score_videos") == (
         "score_videos",
         "k=0 p=2",
     )
-    total = run_report.merge_counts({}, {"n": 1, "by_status": {"ok": 2}, "flag": False})
-    run_report.merge_counts(total, {"n": 2, "by_status": {"ok": 1, "failed": 1}, "flag": True})
+    total = merge_counts({}, {"n": 1, "by_status": {"ok": 2}, "flag": False})
+    merge_counts(total, {"n": 2, "by_status": {"ok": 1, "failed": 1}, "flag": True})
     assert total == {"n": 3, "by_status": {"ok": 3, "failed": 1}, "flag": True}
+
+
+def test_evaluation_jobs_are_rows_and_stages_of_their_own(tmp_path):
+    args = make_run(tmp_path)
+    res = tmp_path / "results/eval"
+    evaluation = [
+        job_report(res / "queries.report.json", "eval_queries", {"raw": 4, "kept": 3}),
+        job_report(res / "dpo/prompts.report.json", "eval_prompts", {"queries": 3, "by_status": {"ok": 3}}),
+        job_report(res / "dpo/judgements.report.json", "eval_judge", {"items": 3, "by_status": {"ok": 3}}),
+        # The evaluation renders and scores with the training's stages.
+        job_report(res / "dpo/videos/part-0.report.json", "generate_videos", {"candidates": 3, "videos": 6}),
+        job_report(res / "dpo/rewards/part-0.report.json", "score_videos", {"videos": 6}),
+        job_report(res / "table.report.json", "eval_table", {"methods": 2, "queries": 3}),
+    ]
+    args[args.index("--reports") + 1 : args.index("--reports") + 1] = evaluation
+    run_report.main(args)
+    page = (tmp_path / "results/report/summary.html").read_text()
+    provenance = page[page.index("<h2>Provenance</h2>") :].split("</details>")[0]
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td>", provenance)
+    assert len(rows) == 8 + len(evaluation)
+    assert {
+        ("eval_queries", ""),
+        ("eval_prompts", "method=dpo"),
+        ("eval_judge", "method=dpo"),
+        ("generate_videos (eval)", "method=dpo p=0"),
+        ("score_videos (eval)", "method=dpo p=0"),
+        ("eval_table", ""),
+    } <= set(rows)
+    # Per-stage statistics: after the training stages, and not merged into the training's video stages.
+    items = cells(page[page.index("<h3>Items</h3>") : page.index("<h3>Curation")])
+    stages = [cell for cell in items if re.fullmatch(r"[a-z_]+( \([a-z]+\))?", cell)]
+    assert stages[-7:] == [
+        "build_pairs",
+        "eval_queries",
+        "eval_prompts",
+        "eval_judge",
+        "generate_videos (eval)",
+        "score_videos (eval)",
+        "eval_table",
+    ]
+    assert "generate_videos" not in stages and "candidates → videos" in items
+
+
+def job_reports_of_the_dag(*config: str) -> tuple[set[str], set[str]]:
+    """(every job report the DAG's jobs write, the job reports rule run_report reads), from a dry run."""
+    command = [sys.executable, "-m", "snakemake", "all", "-n", "-F", "--nolock", "--cores", "1"]
+    command += [
+        "--directory",
+        str(REPO),
+        "--workflow-profile",
+        "none",
+        *(["--config", *config] if config else []),
+    ]
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    written: set[str] = set()
+    read: set[str] = set()
+    rule = None
+    for line in run.stdout.splitlines():
+        if match := re.match(r"(?:local)?rule (\w+):", line):
+            rule = match.group(1)
+        elif match := re.match(r"\s+(input|output): (.*)", line):
+            reports = {p for p in match.group(2).split(", ") if p.endswith("report.json")}
+            if match.group(1) == "output":
+                written |= reports
+            elif rule == "run_report":
+                read |= reports
+    return written, read
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "config",
+    [(), ("pairs={video: false}", "eval={enabled: false}")],
+    ids=["default", "no-video-no-eval"],
+)
+def test_run_report_reads_every_job_report_the_run_writes(config):
+    written, read = job_reports_of_the_dag(*config)
+    assert read == written
+    assert any("/eval/" in path for path in written) == (not config)

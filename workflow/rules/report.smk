@@ -5,7 +5,10 @@ from vpo.core.run_options import without_run_options
 VIDEO = CFG["pairs"]["video"]
 
 
-# Every job report the run writes, from the rules' declared outputs (the shard rules write none).
+# Every job report the run writes, from the rules' declared outputs (the shard rules, the model builds and
+# downloads and the report pages write none). The Snakefile includes this file after every other rule
+# file, so that all of them are declared here; tests/unit/test_run_report.py checks the list against the
+# dry run's outputs.
 RUN_REPORTS = [rules.curate.output.report.format(set=s) for s in ("sft", "dpo")]
 RUN_REPORTS += shards("sft", rules.draft.output.report)
 RUN_REPORTS += shards("dpo", rules.sample.output.report)
@@ -18,6 +21,14 @@ if VIDEO:
     RUN_REPORTS += video_parts(rules.score_videos.output.report)
     RUN_REPORTS.append(rules.video_pairs.output.report)
 RUN_REPORTS += [rules.build_pairs.output.report, rules.train_dpo.output.report]
+if EVALUATE:
+    RUN_REPORTS.append(rules.eval_queries.output.report)
+    # Per method; the original query's prompts come from rule eval_original_prompts, at the same path.
+    RUN_REPORTS += per_method(EVAL_METHODS, rules.eval_prompts.output.report)
+    RUN_REPORTS += per_method(EVAL_METHODS, rules.eval_judge.output.report)
+    RUN_REPORTS += per_method_part(EVAL_METHODS, rules.eval_videos.output.report)
+    RUN_REPORTS += per_method_part(EVAL_METHODS, rules.eval_rewards.output.report)
+    RUN_REPORTS.append(rules.eval_table.output.report)
 # The judge's refinements per phase (the `{phase}` wildcard filled, then one path per shard).
 REFINED = {p: shards(p, rules.refine.output.records.replace("{phase}", p)) for p in ("sft", "dpo")}
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import html
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -17,29 +16,19 @@ from typing import Any
 from vpo.core.io import atomic_write_bytes, read_many, read_records
 from vpo.core.provenance import log_placement
 from vpo.core.stage import setup_logging
+from vpo.pages.plots import plot_rewards, save_svg
+from vpo.pages.templating import render
 
 log = logging.getLogger(__name__)
 
 _MARK = {"yes": "✔", "no": "✘", "invalid": "?"}
-_STYLE = """
-body { font-family: sans-serif; margin: 1em; }
-.query { margin-bottom: 2em; border-bottom: 1px solid #ccc; padding-bottom: 1em; }
-.row { display: flex; gap: 1em; flex-wrap: wrap; }
-.cand { width: 260px; border: 3px solid transparent; padding: 4px; }
-.cand.win { border-color: #2a2; } .cand.lose { border-color: #c33; }
-.cand video { width: 256px; image-rendering: pixelated; background: #000; }
-.prompt { font-size: 0.85em; } .marks { font-family: monospace; }
-"""
-
-
-def _video_tag(path: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<video controls loop autoplay muted src="data:video/mp4;base64,{data}"></video>'
 
 
 def render_page(
     rewards: list[dict[str, Any]], pairs: list[dict[str, Any]], max_queries: int, convention: str
 ) -> str:
+    """The first `max_queries` queries (by id), each with its candidate videos in sampling order; the
+    winner and loser of a video-level pair are framed green and red."""
     roles: dict[str, str] = {}
     for p in pairs:
         roles[p["chosen_video_id"]] = "win"
@@ -47,46 +36,28 @@ def render_page(
     by_query: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rewards:
         by_query[r["query_id"]].append(r)
-    shown = sorted(by_query)[:max_queries]
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>VPO candidate videos</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        f"<h1>Candidate videos per query</h1><p>{len(shown)} of {len(by_query)} queries; "
-        f"{len(pairs)} video-level pairs; score convention <code>{html.escape(convention)}</code>. "
-        "Question order: " + html.escape(", ".join(rewards[0]["question_ids"]) if rewards else "") + "</p>",
-    ]
-    for qid in shown:
+    queries = []
+    for qid in sorted(by_query)[:max_queries]:
         videos = sorted(by_query[qid], key=lambda r: (r["sample_index"], r["video_index"]))
-        parts.append(f"<div class='query'><h3>{html.escape(videos[0]['query'])}</h3><div class='row'>")
-        for r in videos:
-            marks = "".join(_MARK[label] for label in r["labels"])
-            parts.append(
-                f"<div class='cand {roles.get(r['video_id'], '')}'>{_video_tag(r['video_path'])}"
-                f"<div><b>{r[f'score_{convention}']:.3f}</b> <span class='marks'>{marks}</span></div>"
-                f"<div class='prompt'>{html.escape(r['prompt'])}</div></div>"
-            )
-        parts.append("</div></div>")
-    parts.append("</body></html>")
-    return "".join(parts)
-
-
-def plot_distribution(rewards: list[dict[str, Any]], out: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, convention in zip(axes, ("vpo_sum", "visionreward_mean"), strict=True):
-        ax.hist([r[f"score_{convention}"] for r in rewards], bins=20, color="#4477aa")
-        ax.set_xlabel(convention)
-        ax.set_ylabel("videos")
-    invalid = sum(1 for r in rewards if r["invalid_count"])
-    fig.suptitle(f"Reward of {len(rewards)} candidate videos ({invalid} with invalid answers)")
-    fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="svg")
-    plt.close(fig)
+        candidates = [
+            {
+                "role": roles.get(r["video_id"], ""),
+                "video": base64.b64encode(Path(r["video_path"]).read_bytes()).decode("ascii"),
+                "score": r[f"score_{convention}"],
+                "marks": "".join(_MARK[label] for label in r["labels"]),
+                "prompt": r["prompt"],
+            }
+            for r in videos
+        ]
+        queries.append({"text": videos[0]["query"], "candidates": candidates})
+    return render(
+        "videos.html.j2",
+        queries=queries,
+        total_queries=len(by_query),
+        pairs=len(pairs),
+        convention=convention,
+        question_ids=rewards[0]["question_ids"] if rewards else [],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     rewards = read_many(args.rewards)
     page = render_page(rewards, read_records(args.pairs), args.max_queries, args.convention)
     atomic_write_bytes(args.page, page.encode("utf-8"))
-    plot_distribution(rewards, args.plot)
+    save_svg(plot_rewards(rewards), args.plot, salt="reward_distribution")
     log.info("report page %s (%d bytes), plot %s", args.page, len(page), args.plot)
 
 

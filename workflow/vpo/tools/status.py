@@ -38,7 +38,8 @@ from typing import Any
 
 from vpo.config.validate import ConfigError, validate_config
 from vpo.llm.ledger import read_ledger
-from vpo.pages.run_report import GOOD_STATUS, PROBLEM_KEYS, STAGE_ORDER, job_label, load_jobs, merge_counts
+from vpo.pages.jobs import STAGE_ORDER, job_label, load_jobs
+from vpo.pages.stats import GOOD_STATUS, PROBLEM_KEYS, merge_counts
 from vpo.tools.estimate import estimate, format_spending
 
 # Slurm job states (squeue %T) that mean "waiting for a node" vs "on a node".
@@ -379,12 +380,12 @@ def stage_table(jobs: Sequence[DagJob], root: Path) -> list[StageStatus]:
         if o.endswith("report.json")
     }
     for report in load_jobs(p for p in report_stage if Path(p).is_file()):
-        row = stages[report_stage[report.path]]
-        counts = report.data.get("counts") or {}
+        row = stages[report_stage[str(report.record.path)]]
+        counts = report.record.data.get("counts") or {}
         items = _items(counts)
         if items is not None:
             row.items = (row.items or 0) + items
-        llm = report.data.get("llm") or {}
+        llm = report.record.data.get("llm") or {}
         row.llm_requests += int(llm.get("requests", 0))
         row.llm_cached += int(llm.get("cache_hits", 0))
         row.llm_new += int(llm.get("cache_misses", 0))
