@@ -61,7 +61,7 @@ rule generate_videos:
         runtime=res("t2v", "runtime", 60),
         gpu=gpus("t2v"),
     conda:
-        "../../envs/t2v.yaml"
+        backend_env("t2v")
     shell:
         "python -m vpo.stages.generate_videos --candidates {input.candidates:q} --part {wildcards.p:q} --parts {params.parts:q}"
         " --model {params.model:q} --revision={params.revision:q} --t2v {params.t2v:q} --seed {params.seed:q}"
@@ -89,11 +89,7 @@ rule score_videos:
         runtime=res("reward", "runtime", 60),
         gpu=gpus("reward"),
     conda:
-        (
-            "../../envs/reward-visionreward.yaml"
-            if CFG["reward"]["backend"] == "visionreward"
-            else "../../envs/reward.yaml"
-        )
+        backend_env("reward")
     shell:
         "python -m vpo.stages.score_videos --videos {input.videos:q} --checklist {input.checklist:q}"
         " --scorer {params.scorer:q} --threads {threads:q} --out {output.records:q}"
@@ -149,6 +145,6 @@ rule video_report:
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.pages.video_page --rewards {input.rewards:q} --pairs {input.pairs:q}"
+        "python -m vpo.pages.video_report --rewards {input.rewards:q} --pairs {input.pairs:q}"
         " --max-queries {params.max_queries:q} --convention {params.convention:q}"
         " --page {output.page:q} --plot {output.plot:q} > {log:q} 2>&1"

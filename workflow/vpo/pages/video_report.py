@@ -63,7 +63,7 @@ def render_page(
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
     log_placement("video_report")
-    p = argparse.ArgumentParser(prog="python -m vpo.pages.video_page", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m vpo.pages.video_report", description=__doc__)
     p.add_argument("--rewards", nargs="+", required=True)
     p.add_argument("--pairs", required=True, help="video-level pairs (Parquet)")
     p.add_argument("--max-queries", type=int, default=20)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vpo.pages.plots import plot_rewards, save_svg
-from vpo.pages.video_page import render_page
+from vpo.pages.video_report import render_page
 
 
 def reward(tmp_path: Path, query: str, video: str, sample: int, score: float) -> dict[str, Any]:
