@@ -1,12 +1,14 @@
 """RO-Crate export (vpo.tools.crate) of a small synthetic run: structure, checksums, provenance, no
-secrets."""
+secrets, and conformance to the Provenance Run Crate profile (roc-validator, offline)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,13 @@ from vpo.tools.crate import CrateError, build_crate, main
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SECRET = "sk-test-" + "Zq7" * 12
 VERSIONS_CORE = {"python": "3.11.9", "polars": "2.1.0", "snakemake": "9.27.1"}
+STAGES = ("curate", "draft", "sft_data", "train_sft")
+JOB_REPORTS = (
+    "queries/sft.report.json",
+    "sft/drafts/shard-0.report.json",
+    "models/sft.report.json",
+    "sft/report.json",
+)
 # The train env has no snakemake (as in a conda job env): the engine's version comes from another job.
 VERSIONS_TRAIN = {"python": "3.11.9", "torch": "2.11.0", "transformers": "5.6.0"}
 
@@ -184,6 +193,16 @@ def test_crate_structure_checksums_and_provenance(project: Path):
     root = graph["./"]
     assert "Dataset" in types(root) and root["name"] and root["description"] and root["datePublished"]
     assert ids(root["mainEntity"]) == ["Snakefile"]
+    assert set(ids(root["conformsTo"])) == {
+        "https://w3id.org/ro/wfrun/process/0.5",
+        "https://w3id.org/ro/wfrun/workflow/0.5",
+        "https://w3id.org/ro/wfrun/provenance/0.5",
+        "https://w3id.org/workflowhub/workflow-ro-crate/1.0",
+    }
+    assert all(graph[i]["@type"] == "CreativeWork" for i in ids(root["conformsTo"]))
+    assert ids(root["license"]) == ["https://spdx.org/licenses/Apache-2.0"]
+    readme = graph["README.md"]
+    assert readme["encodingFormat"] == "text/markdown" and ids(readme["about"]) == ["./"]
     parts = ids(root["hasPart"])
     for part in parts:  # every payload entity is in the crate; nothing described-only is a payload part
         assert not part.startswith("#") and (out / part).exists(), part
@@ -198,11 +217,14 @@ def test_crate_structure_checksums_and_provenance(project: Path):
 
     # The workflow: Snakemake, the commit as version, rules copied, the package referenced by commit.
     workflow = graph["Snakefile"]
-    assert {"File", "SoftwareSourceCode", "ComputationalWorkflow"} <= types(workflow)
+    assert types(workflow) == {"File", "SoftwareSourceCode", "ComputationalWorkflow", "HowTo"}
     language = graph[ids(workflow["programmingLanguage"])[0]]
     assert language["name"] == "Snakemake" and language["version"] == "9.27.1"
     assert workflow["version"] == COMMIT
-    assert "workflow/rules/sft.smk" in ids(workflow["hasPart"]) and (out / "workflow/rules/sft.smk").is_file()
+    # The rule files are parts of the workflow; its hasPart is kept for the tools its steps run.
+    rules = graph["workflow/rules/sft.smk"]
+    assert ids(rules["isPartOf"]) == ["Snakefile"] and (out / "workflow/rules/sft.smk").is_file()
+    assert ids(workflow["buildInstructions"]) == ["envs/core.yaml"]
     package = graph["#vpo-package"]
     assert package["version"] == COMMIT and COMMIT in package["description"]
     assert not (out / "workflow/vpo").exists()
@@ -241,15 +263,52 @@ def test_crate_structure_checksums_and_provenance(project: Path):
     assert not (out / "results/models/sft").exists()
     assert not any(p.startswith("results/models/sft/") for p in parts)
 
-    # One CreateAction per report, timed, run by the workflow, with inputs and results.
-    actions = {e["name"]: e for e in graph.values() if "CreateAction" in types(e)}
+    # One CreateAction for the run (the workflow as instrument), one per report (its stage's tool as
+    # instrument), timed, with inputs and results.
+    run = graph["#run"]
+    actions = {e["name"]: e for e in graph.values() if "CreateAction" in types(e) and e is not run}
     assert sorted(actions) == ["curate", "draft", "sft_data", "train_sft"]
-    for action in actions.values():
+    assert ids(root["mentions"]) == ["#run", *(a["@id"] for a in actions.values())]
+    steps = {graph[i]["name"]: graph[i] for i in ids(workflow["step"])}
+    assert sorted(steps) == ["curate step", "draft step", "sft_data step", "train_sft step"]
+    controls = [e for e in graph.values() if "ControlAction" in types(e)]
+    for name, action in actions.items():
         start = dt.datetime.fromisoformat(action["startTime"])
         end = dt.datetime.fromisoformat(action["endTime"])
         assert start.utcoffset() == dt.timedelta(hours=1)
         assert end > start
-        assert ids(action["instrument"]) == ["Snakefile"]
+        # instrument: the stage's tool, which the workflow has as part and its step as workExample
+        step = steps[f"{name} step"]
+        assert "HowToStep" in types(step) and ids(action["instrument"]) == ids(step["workExample"])
+        tool = graph[ids(action["instrument"])[0]]
+        assert types(tool) == {"SoftwareApplication"} and tool["@id"] in ids(workflow["hasPart"])
+        assert "#vpo-package" in ids(tool["softwareRequirements"])
+        # the engine ran the job as that step
+        [control] = [c for c in controls if ids(c["object"]) == [action["@id"]]]
+        assert ids(control["instrument"]) == [step["@id"]]
+    assert len(ids(workflow["hasPart"])) == len(ids(workflow["step"])) == len(controls) == 4
+    assert ids(run["instrument"]) == ["Snakefile"]
+    assert run["startTime"] == actions["curate"]["startTime"] == "2025-03-01T10:00:00+01:00"
+    assert run["endTime"] == actions["train_sft"]["endTime"] == "2025-03-01T11:02:00+01:00"
+    assert actions["curate"]["endTime"] == "2025-03-01T10:00:01.500+01:00"
+    # The run read the config and the inputs from outside results/; it made the main outputs.
+    assert ids(run["object"]) == [
+        "config/config.yaml",
+        "#resources/queries/demo_sft.txt",
+        "#resources/prompts/teacher.txt",
+    ]
+    assert ids(run["result"]) == [
+        "results/queries/sft.dropped.parquet",
+        "results/queries/sft.parquet",
+        "results/sft/examples.parquet",
+        "results/sft/dataset/",
+        "#results/models/sft/",
+    ]
+    [engine_run] = [e for e in graph.values() if "OrganizeAction" in types(e)]
+    engine = graph[ids(engine_run["instrument"])[0]]
+    assert (engine["name"], engine["version"]) == ("snakemake", "9.27.1")
+    assert ids(engine_run["result"]) == ["#run"]
+    assert ids(engine_run["object"]) == [c["@id"] for c in controls]
     train = actions["train_sft"]
     assert dt.datetime.fromisoformat(train["endTime"]) - dt.datetime.fromisoformat(
         train["startTime"]
@@ -289,17 +348,155 @@ def test_crate_structure_checksums_and_provenance(project: Path):
     }
 
     # Software: one entity per package version the reports recorded.
-    software = {(e["name"], e["version"]) for e in graph.values() if "SoftwareApplication" in types(e)}
+    software = {
+        (e["name"], e["version"])
+        for e in graph.values()
+        if "SoftwareApplication" in types(e) and e["@id"] not in ids(workflow["hasPart"])
+    }
     assert software == {*VERSIONS_CORE.items(), *VERSIONS_TRAIN.items()}
     assert len(ids(workflow["softwareRequirements"])) == len(software)
 
     # ro-crate-py reads it back.
     crate = ROCrate(out)
     assert crate.mainEntity.id == "Snakefile"
-    assert len(crate.get_by_type("CreateAction")) == 4
+    assert len(crate.get_by_type("CreateAction")) == 5  # the run and its 4 jobs
     assert crate.dereference("results/queries/sft.parquet")["sha256"] == sha(
         project / "results/queries/sft.parquet"
     )
+
+
+# The one remote document the validator reads, the RO-Crate 1.1 JSON-LD context, served from a copy so
+# that the test runs offline: rocrate/data/ro-crate.jsonld of the ro-crate-py 0.13.0 wheel (the 1.1
+# context, version 1.1.0, CC0-1.0), byte for byte.
+RO_CRATE_11_CONTEXT = Path(__file__).parents[1] / "fixtures" / "ro-crate-1.1-context.jsonld"
+RO_CRATE_11_CONTEXT_URL = "https://w3id.org/ro/crate/1.1/context"
+PROFILE = "provenance-run-crate-0.5"  # roc-validator's id; it checks the profiles this one extends too
+# What the profiles recommend and the job reports cannot tell: who ran the run and published the crate
+# (agent, author, publisher), where the project's code is published (url and absolute @id of the
+# workflow, its rule files, the package and the stage tools), and what a Bioschemas ComputationalWorkflow
+# needs beyond the profiles (creator, dateCreated, input and output, ...).
+RECOMMENDED_LEFT = sorted(
+    [
+        *(("Action agent", e) for e in ("#run", *(f"#job/results/{r}" for r in JOB_REPORTS))),
+        *(
+            ("Application url", e)
+            for e in ("Snakefile", "workflow/rules/sft.smk", "#vpo-package", *(f"#tool/{s}" for s in STAGES))
+        ),
+        *(("SoftwareApplication id", "http://schema.org/SoftwareApplication") for _ in STAGES),
+        *(("SoftwareApplication id", "http://schema.org/SoftwareSourceCode") for _ in range(3)),
+        ("SoftwareApplication id", "https://bioschemas.org/ComputationalWorkflow"),
+        ("Main Workflow Bioschemas compliance", "Snakefile"),
+        ("Root Data Entity: `author` property", "./"),
+        ("Root Data Entity: `publisher` property", "./"),
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def validator_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """roc-validator's HTTP cache, holding the RO-Crate 1.1 context; in offline mode it reads only this."""
+    import urllib3
+    from requests.adapters import BaseAdapter, HTTPAdapter
+    from requests_cache import CachedSession
+
+    class LocalContext(BaseAdapter):
+        def send(self, request, **kwargs):
+            assert request.url == RO_CRATE_11_CONTEXT_URL, request.url
+            raw = urllib3.HTTPResponse(
+                body=io.BytesIO(RO_CRATE_11_CONTEXT.read_bytes()),
+                headers={"Content-Type": "application/ld+json"},
+                status=200,
+                preload_content=False,
+                request_url=request.url,
+            )
+            return HTTPAdapter().build_response(request, raw)
+
+        def close(self) -> None:
+            pass
+
+    cache = tmp_path_factory.mktemp("roc-validator") / "http_cache"
+    with CachedSession(cache_name=str(cache), backend="sqlite", expire_after=-1) as session:
+        session.mount("https://", LocalContext())
+        session.mount("http://", LocalContext())
+        session.get(RO_CRATE_11_CONTEXT_URL).raise_for_status()
+    return cache
+
+
+def validate(crate: Path, cache: Path, severity: str) -> tuple[bool, list[tuple[str, str, str]]]:
+    """Whether roc-validator passes `crate` against the Provenance Run Crate 0.5 profile at `severity`,
+    and the (severity, check, entity) of each issue it finds at that severity or above."""
+    from rocrate_validator import services
+    from rocrate_validator.models import Severity, ValidationSettings
+
+    settings = ValidationSettings(
+        rocrate_uri=str(crate),
+        profile_identifier=PROFILE,
+        requirement_severity=Severity[severity],
+        offline=True,
+        cache_path=cache,
+    )
+    result = services.validate(settings)
+    issues = [
+        (i.severity.name, i.check.name, _crate_relative(str(i.violatingEntity))) for i in result.get_issues()
+    ]
+    return result.passed(), sorted(issues)
+
+
+def _crate_relative(entity: str) -> str:
+    """An entity as the validator names it (./Snakefile, ./#run), as the crate does (Snakefile, #run)."""
+    return entity[2:] if entity.startswith("./") and entity != "./" else entity
+
+
+def test_crate_conforms_to_the_provenance_run_crate_profile(project: Path, validator_cache: Path):
+    out = build_crate(project, project / "results/run-crate", [Path("config/config.yaml")])
+    assert validate(out, validator_cache, "REQUIRED") == (True, [])
+    passed, issues = validate(out, validator_cache, "RECOMMENDED")
+    assert not passed and [(check, entity) for _, check, entity in issues] == RECOMMENDED_LEFT
+    assert {severity for severity, _, _ in issues} == {"RECOMMENDED"}
+
+
+def _drop_conforms_to(graph: dict[str, dict[str, Any]]) -> None:
+    del graph["./"]["conformsTo"]
+
+
+def _drop_license(graph: dict[str, dict[str, Any]]) -> None:
+    del graph["./"]["license"]
+
+
+def _jobs_run_by_the_workflow(graph: dict[str, dict[str, Any]]) -> None:
+    """The crate's shape before it conformed: each job an action of the workflow, its tool unused."""
+    for entity in graph.values():
+        if entity["@id"].startswith("#job/"):
+            entity["instrument"] = {"@id": "Snakefile"}
+
+
+@pytest.mark.parametrize(
+    ("damage", "check"),
+    [
+        (_drop_conforms_to, "Root Data Entity conformsTo"),
+        (_drop_license, "Crate license"),
+        (_jobs_run_by_the_workflow, "Tool inverse instrument"),
+    ],
+)
+def test_the_validator_catches_a_crate_that_does_not_conform(
+    project: Path, validator_cache: Path, damage: Callable[[dict[str, dict[str, Any]]], None], check: str
+):
+    out = build_crate(project, project / "results/run-crate", [Path("config/config.yaml")])
+    metadata = json.loads((out / "ro-crate-metadata.json").read_text())
+    damage({entity["@id"]: entity for entity in metadata["@graph"]})
+    (out / "ro-crate-metadata.json").write_text(json.dumps(metadata))
+    passed, issues = validate(out, validator_cache, "REQUIRED")
+    assert not passed and check in {name for _, name, _ in issues}
+
+
+def test_license_is_an_spdx_id_or_a_url(project: Path):
+    out = build_crate(project, project / "results/run-crate", [], crate_license="CC-BY-4.0")
+    assert graph_of(out)["https://spdx.org/licenses/CC-BY-4.0"]["identifier"] == "CC-BY-4.0"
+    url = "https://example.org/terms"
+    out = build_crate(project, project / "results/run-crate", [], crate_license=url)
+    assert ids(graph_of(out)["./"]["license"]) == [url]
+    with pytest.raises(CrateError, match="--license 'see terms': neither an SPDX license id"):
+        build_crate(project, project / "results/run-crate", [], crate_license="see terms")
 
 
 def test_no_secret_value_reaches_the_crate(project: Path):
@@ -346,8 +543,9 @@ def test_zip_variant(project: Path):
     } <= names
     assert not any(n.startswith("results/models/sft/") for n in names)
     actions = [e for e in metadata["@graph"] if e["@type"] == "CreateAction"]
-    assert len(actions) == 4
-    assert len(ROCrate(out).get_by_type("CreateAction")) == 4
+    assert len(actions) == 5  # the run and its 4 jobs
+    assert len(ROCrate(out).get_by_type("CreateAction")) == 5
+    assert "README.md" in names
 
 
 def test_dirty_tree_copies_the_package_and_marks_the_version(tmp_path: Path):
@@ -373,7 +571,7 @@ def test_cli_writes_rewrites_and_skips_earlier_crates(project: Path, capsys: pyt
     main(["--root", str(project)])
     for crate in (out, project / "results/other-crate"):
         actions = [e for e in graph_of(crate).values() if e["@type"] == "CreateAction"]
-        assert len(actions) == 4
+        assert len(actions) == 5  # the run and its 4 jobs
     assert not [p for p in (project / "results").iterdir() if p.name.endswith(".tmp")]
 
 
