@@ -326,6 +326,20 @@ def test_changing_how_llm_calls_are_sent_reruns_nothing(project):
     assert "Nothing to be done" in run.stdout + run.stderr
 
 
+def test_changing_batch_sizes_concurrency_or_memory_switches_reruns_nothing(project):
+    # Execution-only keys of the stage sections (vpo.core.run_options.SECTION_KEYS): every item keeps its
+    # seed and cache key. Changed all at once: had any of them stayed a param, its jobs and everything
+    # downstream (DPO training included) would be scheduled.
+    overrides = [
+        "sample={batch_size: 5, max_concurrency: 3}",
+        "t2v={batch_size: 1, memory: {cpu_offload: true, vae_slicing: true, vae_tiling: true}}",
+        "reward={batch_size: 2}",
+    ]
+    run = snakemake(project, "--dry-run", "--config", *overrides)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Nothing to be done" in run.stdout + run.stderr
+
+
 def test_changing_t2v_steps_reruns_videos_onward_never_the_judge(project):
     run = snakemake(project, "--dry-run", "--config", "t2v={num_inference_steps: 3}")
     assert run.returncode == 0, run.stderr[-3000:]

@@ -15,13 +15,12 @@ import pytest
 from tests.conftest import REPO
 from vpo.core.ids import query_id
 from vpo.core.io import write_records
-from vpo.core.run_options import RUN_OPTIONS_ENV, run_options, without_run_options
+from vpo.core.run_options import RUN_OPTIONS_ENV, run_options, with_run_options, without_run_options
 from vpo.pages import run_report
 from vpo.pages.jobs import job_label
 from vpo.pages.plots import PLOT_CAPTIONS
 from vpo.pages.records import loss_points, read_trainer_log
 from vpo.pages.stats import merge_counts
-from vpo.pages.summary import with_run_options
 
 FAKE_SECRET = "sk-test-0123456789abcdef-not-a-real-key"
 KEY_ENV = "VPO_TEST_JUDGE_KEY"

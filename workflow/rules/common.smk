@@ -8,14 +8,17 @@ from snakemake.logging import logger
 
 from vpo.config import scheduling
 from vpo.config.checks import unpinned_models
-from vpo.config.resolve import hub_manifest, llm_spec, model_path
+from vpo.config.resolve import checkpoint_spec, hub_manifest, llm_spec, model_path, t2v_spec
 from vpo.stages.curate import shard_count
 from vpo.core.queries import count_raw_queries
 from vpo.models.provision import HUB_CACHE_ENV
 from vpo.core.run_options import RUN_OPTIONS_ENV, run_options
+from vpo.reward.factory import reward_backend
+from vpo.t2v import t2v_backend
 
-# How LLM requests are sent (concurrency, pacing, retries, Batch API) and what they may cost reach the
-# jobs through the environment, not params: changing them must not re-run anything (vpo.core.run_options).
+# How LLM requests are sent (concurrency, pacing, retries, Batch API), what they may cost, and the batch
+# sizes and memory switches of sampling, rendering and scoring reach the jobs through the environment,
+# not params: changing them must not re-run anything (vpo.core.run_options).
 os.environ[RUN_OPTIONS_ENV] = json.dumps(run_options(CFG))
 # Jobs load hub models offline from the configured cache (vpo.models.provision.offline_hub_env).
 if any(m["revision"] for m in CFG["models"].values()):
@@ -71,8 +74,14 @@ def stage_llm_inputs(stage, phase="sft"):
 
 
 def sampler_spec(wildcards, input):
-    keys = ("backend", "serve", "vllm", "batch_size", "max_concurrency", "dtype", "device")
-    return json.dumps(on_device({**{k: CFG["sample"][k] for k in keys}, "model_path": input.model}))
+    return as_json(policy_spec(input.model))
+
+
+def backend_env(section):
+    """The conda env of the `t2v` or `reward` jobs: their backend's, from its table (vpo.core.registry,
+    relative to the repository root), as a rule file names it."""
+    backend = {"t2v": t2v_backend, "reward": reward_backend}[section](CFG[section]["backend"])
+    return f"../../{backend.env}"
 
 
 def res(stage, key, default):
@@ -117,9 +126,7 @@ def model_location(name):
 
 
 def t2v_settings(**overrides):
-    """The `t2v` section as the render jobs take it (without scheduling keys and the model name)."""
-    skip = ("resources", "items_per_job", "model")
-    return on_device({**{k: v for k, v in CFG["t2v"].items() if k not in skip}, **overrides})
+    return on_device({**t2v_spec(CFG), **overrides})
 
 
 def n_video_parts():
@@ -137,10 +144,9 @@ def video_parts(pattern):
 # --- evaluation (workflow/rules/eval.smk) ---
 
 
-def policy_spec(model_path):
+def policy_spec(folder):
     """A checkpoint runs at evaluation as it runs when sampling (the `sample` backend settings)."""
-    keys = ("backend", "serve", "vllm", "batch_size", "dtype", "device")
-    return on_device({**{k: CFG["sample"][k] for k in keys}, "model_path": model_path})
+    return on_device(checkpoint_spec(CFG, folder))
 
 
 def llm_method(name, template, generation):

@@ -1,11 +1,12 @@
 """What a config entry means to the jobs: the local folder of a model, the LLM spec a stage runs, the
-reward spec. The rules, `vpo estimate` and the Slurm profile all ask here."""
+policy checkpoint's, T2V and reward specs. The rules, `vpo estimate` and the Slurm profile all ask here.
+Every spec leaves out the execution keys (vpo.core.run_options): it becomes a rule param."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from vpo.core.run_options import EXECUTION_KEYS
+from vpo.core.run_options import EXECUTION_KEYS, without_execution_keys
 
 
 def is_remote(entry: dict[str, Any]) -> bool:
@@ -59,7 +60,23 @@ def llm_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
     return spec
 
 
+def checkpoint_spec(config: dict[str, Any], folder: str) -> dict[str, Any]:
+    """How a policy checkpoint runs, when sampling and at evaluation: the `sample` backend settings. Its
+    execution keys (batch size, concurrency) the job takes from the run options of `section`."""
+    spec = {k: config["sample"][k] for k in ("backend", "serve", "vllm", "dtype", "device")}
+    return {**spec, "model_path": folder, "section": "sample"}
+
+
+def t2v_spec(config: dict[str, Any]) -> dict[str, Any]:
+    """The `t2v` section as the render jobs take it: without scheduling keys, the model's name (the job
+    gets its folder) and the execution keys (batch size, memory switches: from the run options)."""
+    skip = ("resources", "items_per_job", "model")
+    return {k: v for k, v in without_execution_keys(config, "t2v").items() if k not in skip}
+
+
 def reward_spec(config: dict[str, Any]) -> dict[str, Any]:
-    """The `reward` section with its model resolved to a local folder (`model_path`)."""
-    spec = {k: v for k, v in config["reward"].items() if k not in ("resources", "model", "checklist")}
+    """The `reward` section with its model resolved to a local folder (`model_path`), without its
+    execution keys (the batch size: from the run options)."""
+    skip = ("resources", "model", "checklist")
+    spec = {k: v for k, v in without_execution_keys(config, "reward").items() if k not in skip}
     return {**spec, "model_path": model_path(config, config["reward"]["model"]), "revision": None}

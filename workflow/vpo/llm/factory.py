@@ -36,6 +36,7 @@ def open_llm(
             dtype=spec.get("dtype", "float32"),
             device=spec.get("device", "auto"),
             revision=spec.get("revision"),
+            device_key=device_key(spec),
         )
         with contextlib.closing(CachedLLM(llm, ResponseCache(cache_dir))) as cached:
             yield cached
@@ -128,6 +129,13 @@ def open_llm(
         # A local server costs no money, but its token usage is recorded like any other.
         ledger = Ledger(Path(cache_dir) / "ledger", stage, f"{kind}-serve")
         yield CachedLLM(served, ResponseCache(cache_dir), ledger)
+
+
+def device_key(spec: dict[str, Any]) -> str:
+    """The config key a spec's `device` comes from, for the error when that device is missing."""
+    if "name" in spec:
+        return f"llms.{spec['name']}.device"
+    return f"{spec['section']}.device" if "section" in spec else "device"
 
 
 def quota_file(cache_dir: str | Path, spec: dict[str, Any]) -> Path:

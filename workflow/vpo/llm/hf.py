@@ -24,6 +24,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from vpo.core.devices import resolve_device
 from vpo.llm.base import Request, Response, ResultCallback
 
 log = logging.getLogger(__name__)
@@ -118,16 +119,6 @@ def reuse_freed_memory() -> bool:
     )
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            "device 'cuda' was configured but torch sees no CUDA device; set device: cpu or auto"
-        )
-    return torch.device(device)
-
-
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """`text` up to the earliest stop string (excluded, as OpenAI-compatible servers return it), and
     whether one was found."""
@@ -145,11 +136,12 @@ class HFBackend:
         device: str = "auto",
         revision: str | None = None,
         min_shared_prefix: int = 64,
+        device_key: str = "device",
     ):
         self.fingerprint = fingerprint
         self.batch_size = batch_size
         self.min_shared_prefix = min_shared_prefix
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, device_key)  # device_key: the config key, for the error
         if self.device.type == "cpu":
             reuse_freed_memory()
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision, padding_side="left")

@@ -22,6 +22,7 @@ from markupsafe import Markup, escape
 from vpo.core.io import atomic_write_bytes, read_records
 from vpo.core.provenance import log_placement
 from vpo.core.run_options import from_env as run_options_from_env
+from vpo.core.run_options import with_run_options
 from vpo.core.secrets import scrub, secret_env_values
 from vpo.core.stage import setup_logging
 from vpo.pages.jobs import load_jobs
@@ -35,7 +36,7 @@ from vpo.pages.plots import (
     save_svg,
 )
 from vpo.pages.records import column_lengths, loss_points, raw_query_lengths, read_trainer_log, word_count
-from vpo.pages.summary import RunData, render_summary, with_run_options
+from vpo.pages.summary import RunData, render_summary
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import yaml
 from markupsafe import Markup
 
-from vpo.core.run_options import GLOBAL_KEYS
+from vpo.core.run_options import with_run_options
 from vpo.core.secrets import redact
 from vpo.pages.jobs import SETS, JobRow, run_span
 from vpo.pages.plots import PLOT_CAPTIONS
@@ -34,20 +34,6 @@ class RunData:
     loss_notes: dict[str, str]
     video_page: str | None = None
     reward_svg: Markup | None = None
-
-
-def with_run_options(config: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
-    """The config as the run saw it: the rule's config (without run options) completed with the run
-    options the job received."""
-    merged = dict(config)
-    if not options:
-        return merged
-    option_llms = options.get("llms") or {}
-    merged["llms"] = {
-        name: {**entry, **option_llms.get(name, {})} for name, entry in (config.get("llms") or {}).items()
-    }
-    merged.update({key: options[key] for key in GLOBAL_KEYS if key in options})
-    return merged
 
 
 class Card(NamedTuple):

@@ -1,36 +1,43 @@
-"""Build the configured reward scorer (`reward.backend`) from a resolved spec."""
+"""The reward backends (`reward.backend`), and the scorer built from a resolved spec."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from vpo.reward.base import Scorer
+from vpo.core.fingerprints import fingerprint as weights_fingerprint
+from vpo.core.registry import Backend, lookup
+from vpo.core.run_options import section_options
+from vpo.reward.base import Answer, Scorer
+
+
+def _weights(spec: dict[str, Any]) -> str:
+    return weights_fingerprint(spec["model_path"], spec.get("revision"))
+
+
+# Fingerprints read backend | answer mode | weights: the answer mode changes every answer.
+REWARD_BACKENDS: dict[str, Backend] = {
+    "hf-vlm": Backend(
+        "vpo.reward.hf_vlm:HFVideoVLM",
+        "envs/reward.yaml",
+        lambda spec: f"hf-vlm|{spec['answer_mode']}|{_weights(spec)}",
+    ),
+    # Its remote code needs transformers 4.42.x, hence an env of its own.
+    "visionreward": Backend(
+        "vpo.reward.visionreward:VisionRewardVideo",
+        "envs/reward-visionreward.yaml",
+        lambda spec: f"visionreward|generate|{_weights(spec)}",
+    ),
+}
+
+
+def reward_backend(name: str) -> Backend:
+    return lookup(REWARD_BACKENDS, "reward.backend", name)
 
 
 def open_scorer(spec: dict[str, Any]) -> Scorer:
-    backend = spec["backend"]
-    if backend == "hf-vlm":
-        from vpo.reward.hf_vlm import HFVideoVLM
-
-        return HFVideoVLM(
-            spec["model_path"],
-            dtype=spec["dtype"],
-            device=spec["device"],
-            batch_size=spec["batch_size"],
-            answer_mode=spec["answer_mode"],
-            revision=spec.get("revision"),
-        )
-    if backend == "visionreward":
-        from vpo.reward.visionreward import VisionRewardVideo
-
-        return VisionRewardVideo(
-            spec["model_path"],
-            revision=spec.get("revision"),
-            dtype=spec["dtype"],
-            device=spec["device"],
-            batch_size=spec["batch_size"],
-        )
-    raise ValueError(f"reward.backend: unknown backend {backend!r} (hf-vlm or visionreward)")
+    """The scorer of `spec` (the `reward` section resolved, vpo.config.resolve.reward_spec), loaded now,
+    with the batch size the run options give."""
+    return reward_backend(spec["backend"]).build(section_options("reward", spec))
 
 
 class LazyScorer:
@@ -40,15 +47,11 @@ class LazyScorer:
     """
 
     def __init__(self, spec: dict[str, Any]):
-        from vpo.core.fingerprints import fingerprint as weights_fingerprint
-
         self.spec = spec
-        mode = spec["answer_mode"] if spec["backend"] == "hf-vlm" else "generate"
-        weights = weights_fingerprint(spec["model_path"], spec.get("revision"))
-        self.fingerprint = f"{spec['backend']}|{mode}|{weights}"
+        self.fingerprint = reward_backend(spec["backend"]).fingerprint(spec)
         self._scorer: Scorer | None = None
 
-    def answer(self, frames, questions: list[str]):
+    def answer(self, frames, questions: list[str]) -> list[Answer]:
         if self._scorer is None:
             self._scorer = open_scorer(self.spec)
         return self._scorer.answer(frames, questions)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from vpo.core.devices import resolve_device
 from vpo.core.fingerprints import fingerprint as weights_fingerprint
 from vpo.reward.base import Answer, normalize_answer
 
@@ -35,14 +36,6 @@ _DTYPES: dict[str, Any] = {
 _YES_VARIANTS = ("yes", "Yes", " yes", " Yes")
 _NO_VARIANTS = ("no", "No", " no", " No")
 _PLACEHOLDER = "VPOQUESTIONPLACEHOLDER"
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("reward.device is cuda but torch sees no CUDA device; set device: cpu or auto")
-    return torch.device(device)
 
 
 def single_token_ids(tokenizer, variants: tuple[str, ...]) -> list[int]:
@@ -109,7 +102,7 @@ class HFVideoVLM:
         self.answer_mode = answer_mode
         self.batch_size = batch_size
         self.fingerprint = f"hf-vlm|{answer_mode}|{weights_fingerprint(model_path, revision)}"
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "reward.device")
         self.processor = AutoProcessor.from_pretrained(model_path, revision=revision)
         self.tokenizer = self.processor.tokenizer
         self.model = AutoModelForImageTextToText.from_pretrained(
@@ -135,6 +128,18 @@ class HFVideoVLM:
             dtype,
             answer_mode,
             batch_size,
+        )
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> HFVideoVLM:
+        """From the resolved `reward` section (vpo.reward.factory.REWARD_BACKENDS)."""
+        return cls(
+            spec["model_path"],
+            dtype=spec["dtype"],
+            device=spec["device"],
+            batch_size=spec["batch_size"],
+            answer_mode=spec["answer_mode"],
+            revision=spec.get("revision"),
         )
 
     # -- prompts -------------------------------------------------------------------------------------

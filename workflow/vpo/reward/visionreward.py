@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vpo.core.devices import resolve_device
 from vpo.reward.base import Answer, normalize_answer
 
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ class VisionRewardVideo:
         self.device = device
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        # Same form as the factory's LazyScorer: backend | answer mode | weights.
+        # Same form as its entry in vpo.reward.factory.REWARD_BACKENDS: backend | answer mode | weights.
         self.fingerprint = f"visionreward|generate|{weights_fingerprint(model_path, revision)}"
         self._model: Any = None
         self._tokenizer: Any = None
@@ -217,6 +218,17 @@ class VisionRewardVideo:
         self._torch_dtype: Any = None
         self._yes_ids: list[int] = []
         self._no_ids: list[int] = []
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> VisionRewardVideo:
+        """From the resolved `reward` section (vpo.reward.factory.REWARD_BACKENDS)."""
+        return cls(
+            spec["model_path"],
+            revision=spec.get("revision"),
+            dtype=spec["dtype"],
+            device=spec["device"],
+            batch_size=spec["batch_size"],
+        )
 
     # -- loading -------------------------------------------------------------------------------------
 
@@ -235,12 +247,9 @@ class VisionRewardVideo:
             log.warning(
                 "VisionReward-Video was released for transformers 4.42.x, found %s", transformers.__version__
             )
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cpu":
+        self._torch_device = resolve_device(self.device, "reward.device")
+        if self._torch_device.type == "cpu":
             log.warning("VisionReward-Video on CPU: expect minutes per question")
-        self._torch_device = torch.device(device)
         self._torch_dtype = getattr(torch, self.dtype)
         self._tokenizer = AutoTokenizer.from_pretrained(
             self.model_path, revision=self.revision, trust_remote_code=True
@@ -253,7 +262,7 @@ class VisionRewardVideo:
         log.info(
             "visionreward scorer: %s on %s (%s, batch %d)",
             self.model_path,
-            device,
+            self._torch_device,
             self.dtype,
             self.batch_size,
         )

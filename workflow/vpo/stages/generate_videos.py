@@ -17,13 +17,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from vpo.core.fingerprints import fingerprint as weights_fingerprint
 from vpo.core.fingerprints import sha256_file
 from vpo.core.ids import derive_seed, digest, part_of
 from vpo.core.io import read_records, write_json, write_records
+from vpo.core.run_options import section_options
 from vpo.core.stage import job_report, setup
+from vpo.t2v import t2v_backend
 from vpo.t2v.export import write_mp4
-from vpo.t2v.pipeline import RENDER_KEYS, load_pipeline, render
+from vpo.t2v.pipeline import RENDER_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,10 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     setup(args.threads)
-    settings = args.t2v
+    revision = args.revision or None
+    # The rule's settings decide the pixels; batch size and memory switches come from the run options.
+    settings = {**section_options("t2v", args.t2v), "model_path": args.model, "revision": revision}
+    backend = t2v_backend(settings["backend"])
     report = job_report("generate_videos", args)
     report.add_inputs([args.candidates])
     report.add_models([args.model])
@@ -123,8 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     mine = [r for r in rows if part_of(r["item_id"], args.parts) == args.part]
     status = Counter(r["status"] for r in mine)
     with_prompt = [r for r in mine if r["status"] == "ok"]
-    revision = args.revision or None
-    fingerprint = f"t2v|{weights_fingerprint(args.model, revision)}"
+    fingerprint = backend.fingerprint(settings)
     items = plan(with_prompt, settings, fingerprint, settings["videos_per_prompt"], args.seed, args.seed_by)
     cache = VideoCache(args.cache_dir)
     metas: dict[str, dict[str, Any]] = {}
@@ -135,13 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     missing = [i for i in items if i["key"] not in metas]
     log.info("%d videos planned, %d cached, %d to render", len(items), len(metas), len(missing))
     if missing:
-        pipe = load_pipeline(args.model, settings, revision)
+        t2v = backend.build(settings)
         batch = settings["batch_size"]
         with tqdm(total=len(missing), desc="t2v", unit="video", mininterval=5) as progress:
             for start in range(0, len(missing), batch):
                 chunk = missing[start : start + batch]
                 prompts = [i["candidate"]["prompt"] for i in chunk]
-                videos = render(pipe, prompts, [i["seed"] for i in chunk], settings)
+                videos = t2v.render(prompts, [i["seed"] for i in chunk])
                 for item, video in zip(chunk, videos, strict=True):
                     meta = {
                         "prompt": item["candidate"]["prompt"],

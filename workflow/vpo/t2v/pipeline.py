@@ -1,17 +1,23 @@
-"""A diffusers text-to-video pipeline set up from the workflow config, and one call that renders a batch.
+"""The `diffusers` T2V backend: a diffusers pipeline set up from the workflow config, rendering batches.
 
 Config decides the pipeline class, dtype, device, scheduler and memory switches; the switches that only
 make sense on a GPU (model CPU offload, VAE slicing/tiling) are skipped with a log line on CPU, so the
-paper's settings can be read on a laptop without crashing.
+paper's settings can be read on a laptop without crashing. A `device` asking for CUDA where there is
+none stops the job (vpo.core.devices).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from vpo.core.devices import resolve_device
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +47,26 @@ class RenderedVideo:
     truncated: bool
 
 
-def load_pipeline(model_path: str, settings: dict[str, Any], revision: str | None = None):
+class DiffusersT2V:
+    """`t2v.backend: diffusers`: the pipeline is loaded once, then renders batch after batch."""
+
+    def __init__(self, model_path: str, settings: dict[str, Any], revision: str | None = None):
+        self.settings = settings
+        self.device = resolve_device(settings["device"], "t2v.device")  # before the weights load
+        self.pipe = load_pipeline(model_path, settings, self.device, revision)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> DiffusersT2V:
+        """From the `t2v` settings with `model_path` and `revision` (vpo.t2v.T2V_BACKENDS)."""
+        return cls(spec["model_path"], spec, spec.get("revision"))
+
+    def render(self, prompts: list[str], seeds: list[int]) -> list[RenderedVideo]:
+        return render(self.pipe, prompts, seeds, self.settings, self.device)
+
+
+def load_pipeline(
+    model_path: str, settings: dict[str, Any], device: torch.device, revision: str | None = None
+) -> Any:
     import diffusers
     import torch
 
@@ -58,14 +83,14 @@ def load_pipeline(model_path: str, settings: dict[str, Any], revision: str | Non
         if scheduler_cls is None:
             raise SystemExit(f"t2v.scheduler: diffusers has no scheduler class {settings['scheduler']!r}.")
         pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)  # keeps the trained betas
-    cuda = torch.cuda.is_available() and settings["device"] != "cpu"
+    cuda = device.type == "cuda"
     memory = settings["memory"]
     if not cuda and any(memory.values()):
-        log.info("t2v: no CUDA device, memory switches %s are skipped", {k for k, v in memory.items() if v})
+        log.info("t2v: on the CPU, memory switches %s are skipped", {k for k, v in memory.items() if v})
     if cuda and memory["cpu_offload"]:
-        pipe.enable_model_cpu_offload()
+        pipe.enable_model_cpu_offload(device=device)
     else:
-        pipe.to("cuda" if cuda else "cpu")
+        pipe.to(device)
     if cuda and memory["vae_slicing"]:
         pipe.vae.enable_slicing()
     if cuda and memory["vae_tiling"]:
@@ -79,11 +104,12 @@ def prompt_length(pipe, prompt: str) -> int:
     return len(pipe.tokenizer(prompt, add_special_tokens=True)["input_ids"])
 
 
-def render(pipe, prompts: list[str], seeds: list[int], settings: dict[str, Any]) -> list[RenderedVideo]:
+def render(
+    pipe: Any, prompts: list[str], seeds: list[int], settings: dict[str, Any], device: torch.device
+) -> list[RenderedVideo]:
     """Render one video per (prompt, seed); each item has its own generator, so batching keeps seeds."""
     import torch
 
-    device = "cpu" if settings["device"] == "cpu" or not torch.cuda.is_available() else "cuda"
     generators = [torch.Generator(device).manual_seed(s) for s in seeds]
     kwargs: dict[str, Any] = {
         "prompt": prompts,
