@@ -24,6 +24,7 @@ from tests.fixtures.fault_proxy import FAULTS, FaultProxy
 from tests.fixtures.openai_fixture_server import FixtureServer, echo_answer
 from vpo.core.ids import query_id
 from vpo.core.io import read_records, write_records
+from vpo.core.layout import batches_dir
 from vpo.core.run_options import RUN_OPTIONS_ENV
 from vpo.llm.cache import CachedLLM, ResponseCache
 from vpo.llm.openai_backend import OpenAIBackend
@@ -154,7 +155,7 @@ def test_batch_mode_killed_while_waiting_resumes_its_batch(tmp_path):
 
     options = {"mode": "batch", "batch_poll_s": 0.1}
     with FixtureServer(answer=verdict_answer, batch_delay_s=3.0) as server:
-        journals = tmp_path / "cache-batch" / "batches"
+        journals = batches_dir(tmp_path / "cache-batch")  # results/state/batches beside the cache
 
         def submitted() -> bool:
             return any(json.loads(p.read_text()).get("batch_id") for p in journals.glob("*.json"))

@@ -267,7 +267,7 @@ def test_cancelled_video_job_is_retried_from_the_cache(slurm_run: SlurmRun, slur
     videos = json.loads(report.read_text())["counts"]["videos"]
     (root / MANIFEST).unlink()
     report.unlink()
-    cache = root / "results/cache/videos"
+    cache = root / "results/state/videos"
     shutil.rmtree(cache)
     before = {job["JobId"] for job in slurm_cluster.jobs()}
     log = root / "slurm-cancel.log"

@@ -114,7 +114,7 @@ def fake_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: dict):
         "slurmstepd: error: *** JOB 102 ON node1 CANCELLED AT 2025-01-01T01:00:00 DUE TO TIME LIMIT ***\n",
     )
     os.utime(root / ".snakemake/slurm_logs/rule_refine/sft_1/101.log", (1, 1))  # the older attempt
-    ledger = root / "results/cache/ledger"
+    ledger = root / "results/state/ledger"
     for name, stage, usd in (("critique-a", "critique", 0.5), ("refine-b", "refine", 0.25)):
         entry = {"stage": stage, "model": "gpt-4o", "mode": "online", "prompt_tokens": 10,
                  "completion_tokens": 5, "cost_usd": usd}  # fmt: skip

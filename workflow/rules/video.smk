@@ -9,8 +9,8 @@ T2V = CFG["t2v"]
 REWARD = CFG["reward"]
 
 
-# A video deleted from the cache is not a rule output, so Snakemake cannot see it: say which job
-# brings it back (only the missing videos are rendered again; the rest come from the cache).
+# A video deleted from results/state/videos is not a rule output, so Snakemake cannot see it: say which job
+# brings it back (only the missing videos are rendered again; the rest are found where they are).
 for _manifest, _gone in missing_videos(video_parts("results/dpo/videos/shard-{k}/part-{p}.parquet")):
     logger.warning(
         f"{_manifest} lists {len(_gone)} video(s) that no longer exist (e.g. {_gone[0]}). "

@@ -1,14 +1,49 @@
-"""Where things are: the repository's own folders, and the results/ tree every stage writes.
-
-The rules name the same paths (Snakemake wants literal patterns); the readers (run report, audit,
-RO-Crate, status) take them from here, so a move is made in two places that a test compares.
-"""
+"""Where things are: the repository's own folders, and the item cache and durable state under results/."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 WORKFLOW_DIR = REPO_ROOT / "workflow"
 SCHEMA_DIR = WORKFLOW_DIR / "schemas"
 PROMPTS_DIR = REPO_ROOT / "resources" / "prompts"
+
+# results/cache holds what a re-run can recompute (LLM answers, weight checksums, rate-limit buckets):
+# deleting it costs model calls. results/state, beside it, holds what cannot be recomputed for free: the
+# rendered videos the records point to, the cost ledger (spend against the budget) and the Batch API
+# journals (batches paid for and not yet collected).
+CACHE_DIR = "results/cache"
+
+
+def state_dir(cache_dir: str | os.PathLike = CACHE_DIR) -> Path:
+    """The durable state beside an item cache: results/state for results/cache."""
+    return Path(cache_dir).parent / "state"
+
+
+def videos_dir(cache_dir: str | os.PathLike = CACHE_DIR) -> Path:
+    return _durable(cache_dir, "videos")
+
+
+def ledger_dir(cache_dir: str | os.PathLike = CACHE_DIR) -> Path:
+    return _durable(cache_dir, "ledger")
+
+
+def batches_dir(cache_dir: str | os.PathLike = CACHE_DIR) -> Path:
+    return _durable(cache_dir, "batches")
+
+
+def _durable(cache_dir: str | os.PathLike, name: str) -> Path:
+    """`state/<name>`, moved there first from `cache/<name>` where an earlier version kept it. The old
+    videos folder becomes a link to the new one, so that records written before still find their mp4s."""
+    new, old = state_dir(cache_dir) / name, Path(cache_dir) / name
+    if old.is_dir() and not old.is_symlink() and not new.exists():
+        new.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # a job started at the same moment moved it first
+            os.rename(old, new)
+        if name == "videos":
+            with contextlib.suppress(FileExistsError):  # ... or linked it first
+                os.symlink(os.path.relpath(new, old.parent), old)
+    return new

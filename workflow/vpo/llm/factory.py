@@ -11,6 +11,7 @@ from typing import Any
 
 from vpo.core.fingerprints import fingerprint as weights_fingerprint
 from vpo.core.ids import digest
+from vpo.core.layout import batches_dir, ledger_dir
 from vpo.core.run_options import from_env, with_execution_options
 from vpo.llm.base import Backend
 from vpo.llm.cache import CachedLLM, ResponseCache
@@ -58,9 +59,7 @@ def open_llm(
     if spec.get("base_url"):
         prices, budget = costs_from_env()
         batch = spec.get("mode", "online") == "batch"
-        ledger = Ledger(
-            Path(cache_dir) / "ledger", stage, spec["model"], prices.get(spec["model"]), budget, batch
-        )
+        ledger = Ledger(ledger_dir(cache_dir), stage, spec["model"], prices.get(spec["model"]), budget, batch)
         fingerprint = f"openai|{spec['model']}"
         remote: Backend
         if batch:
@@ -70,7 +69,7 @@ def open_llm(
                 spec["base_url"],
                 spec["model"],
                 fingerprint,
-                Path(cache_dir) / "batches",
+                batches_dir(cache_dir),
                 api_key_env=spec.get("api_key_env"),
                 timeout_s=online["timeout_s"],
                 poll_s=spec.get("batch_poll_s", 30),
@@ -127,7 +126,7 @@ def open_llm(
             **online,
         )
         # A local server costs no money, but its token usage is recorded like any other.
-        ledger = Ledger(Path(cache_dir) / "ledger", stage, f"{kind}-serve")
+        ledger = Ledger(ledger_dir(cache_dir), stage, f"{kind}-serve")
         yield CachedLLM(served, ResponseCache(cache_dir), ledger)
 
 

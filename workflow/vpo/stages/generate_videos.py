@@ -1,7 +1,7 @@
 """Stage `generate_videos`: render every sampled candidate prompt of one job's part into mp4 videos.
 
 One video per (candidate, seed index), the seed derived from the candidate id. Videos are stored in a
-content-addressed cache (results/cache/videos/<key>.mp4, key = pipeline fingerprint + prompt + render
+content-addressed store (results/state/videos/<key>.mp4, key = pipeline fingerprint + prompt + render
 settings + seed), so a killed or pre-empted job, or a re-run after a change elsewhere, renders only what
 is missing. The pipeline is loaded once per job, and only when something is missing.
 """
@@ -20,6 +20,7 @@ from tqdm import tqdm
 from vpo.core.fingerprints import sha256_file
 from vpo.core.ids import derive_seed, digest, part_of
 from vpo.core.io import read_records, write_json, write_records
+from vpo.core.layout import videos_dir
 from vpo.core.run_options import section_options
 from vpo.core.stage import job_report, setup
 from vpo.t2v import t2v_backend
@@ -33,7 +34,7 @@ class VideoCache:
     """mp4 + a JSON sidecar per key; both written atomically, the mp4 first, so the sidecar marks done."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root) / "videos"
+        self.root = videos_dir(root)
 
     def video_path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.mp4"

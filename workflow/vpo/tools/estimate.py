@@ -9,7 +9,7 @@ are characters / 4, the rule of thumb for English. Two figures per stage:
 - worst case: also every parse retry (`max_parse_retries`), and every answer as long as `max_new_tokens`.
 
 Only models in `prices` cost money; local models (hf, `serve`) are listed with their token counts.
-The ledger's spending so far (results/cache/ledger) is printed beside `budget_usd`.
+The ledger's spending so far (results/state/ledger) is printed beside `budget_usd`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from vpo.config.resolve import is_remote
 from vpo.config.validate import ConfigError, load_config
+from vpo.core.layout import ledger_dir
 from vpo.core.queries import read_raw_queries
 from vpo.core.templates import conversation, judge_conversation, load_template, refine_conversation
 from vpo.llm.ledger import Price, read_ledger, spent_usd
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         config = load_config(args.config)
     except ConfigError as exc:
         raise SystemExit(str(exc)) from None
-    ledger = Path(args.cache_dir) / "ledger"
+    ledger = ledger_dir(args.cache_dir)
     spent = spent_usd(ledger) if ledger.exists() else 0.0
     sys.stdout.write(format_table(estimate(config), config["budget_usd"], spent) + "\n")
     if ledger.exists():

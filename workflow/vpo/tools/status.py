@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from vpo.config.validate import ConfigError, validate_config
+from vpo.core.layout import ledger_dir
 from vpo.llm.ledger import read_ledger
 from vpo.pages.jobs import STAGE_ORDER, job_label, load_jobs
 from vpo.pages.stats import GOOD_STATUS, PROBLEM_KEYS, merge_counts
@@ -427,7 +428,7 @@ def add_eta(stages: Sequence[StageStatus]) -> dict[str, Any]:
 
 def spending(root: Path, cache_dir: str, config: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ledger's total and per stage, the budget, and what `vpo estimate` expects the config to cost."""
-    ledger = root / cache_dir / "ledger"
+    ledger = ledger_dir(root / cache_dir)
     entries = read_ledger(ledger) if ledger.is_dir() else []
     per_stage: dict[str, dict[str, float]] = {}
     for e in entries:
