@@ -17,8 +17,10 @@ import pytest
 from tests.workflow_run import jobs_by_rule
 from tests.workflow_run import run_snakemake as snakemake
 from vpo.core.io import read_records
+from vpo.core.layout import RECORD_FILES
+from vpo.core.queries import content_part
 from vpo.core.schemas import validate_records
-from vpo.stages.curate import content_part, near_matches
+from vpo.stages.curate import near_matches
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +89,16 @@ def project(default_run) -> Path:
 
 def test_runs_every_stage_once(project):
     assert jobs_by_rule((project / "first-run.log").read_text()) == EXPECTED_JOBS
+
+
+def test_the_record_files_audit_reads_are_where_the_rules_write_them(project):
+    """vpo.core.layout.RECORD_FILES (audit's and status's map) against a finished run; the files' types
+    are checked by the test below."""
+    for record_type, patterns in RECORD_FILES.items():
+        for pattern in patterns:
+            files = list((project / "results").glob(pattern))
+            assert files, f"{pattern} ({record_type}) matches nothing in a finished run"
+            assert {RECORD_TYPES[next(g for g in RECORD_TYPES if f.match(g))] for f in files} == {record_type}
 
 
 def test_every_record_file_validates(project):

@@ -47,3 +47,18 @@ def _durable(cache_dir: str | os.PathLike, name: str) -> Path:
             with contextlib.suppress(FileExistsError):  # ... or linked it first
                 os.symlink(os.path.relpath(new, old.parent), old)
     return new
+
+
+# The record files of a finished run under results/ that audit joins, by record type (the rules write them;
+# an integration test checks this table against a real run).
+RECORD_FILES: dict[str, tuple[str, ...]] = {
+    "query": ("queries/sft.parquet", "queries/dpo.parquet"),
+    "generation": ("sft/drafts/shard-*.parquet", "dpo/candidates/shard-*.parquet"),
+    "critique": ("sft/critiques/shard-*.parquet", "dpo/critiques/shard-*.parquet"),
+    "refinement": ("sft/refinements/shard-*.parquet", "dpo/refinements/shard-*.parquet"),
+    "video": ("dpo/videos/shard-*/part-*.parquet",),
+    "reward": ("dpo/rewards/shard-*/part-*.parquet",),
+    # Video pairs a text pair superseded are artifacts too; the DPO data's own copy comes last.
+    "pair": ("dpo/video_pairs.parquet", "dpo/pairs.parquet"),
+    "sft_example": ("sft/examples.parquet",),
+}

@@ -26,6 +26,7 @@ from typing import Any
 
 from vpo.core.fingerprints import sha256_file
 from vpo.core.io import read_records
+from vpo.core.layout import RECORD_FILES
 from vpo.core.provenance import report_beside
 
 RAW_CHARS = 160  # raw model answers are shortened in the tree; --json keeps them whole
@@ -54,25 +55,18 @@ class Run:
         self.results = results
         if not results.is_dir():
             raise SystemExit(f"{results} does not exist: run the workflow first, or pass --results")
-        self.queries = self._index("queries/sft.parquet", "queries/dpo.parquet", key="query_id")
-        self.generations = self._index(
-            "sft/drafts/shard-*.parquet", "dpo/candidates/shard-*.parquet", key="item_id"
-        )
-        self.critiques = self._index(
-            "sft/critiques/shard-*.parquet", "dpo/critiques/shard-*.parquet", key="item_id"
-        )
-        self.refinements = self._index(
-            "sft/refinements/shard-*.parquet", "dpo/refinements/shard-*.parquet", key="item_id"
-        )
-        self.videos = self._index("dpo/videos/shard-*/part-*.parquet", key="video_id")
-        self.rewards = self._index("dpo/rewards/shard-*/part-*.parquet", key="video_id")
-        # Video pairs that a text pair superseded are artifacts too; the DPO data's own copy wins.
-        self.pairs = self._index("dpo/video_pairs.parquet", "dpo/pairs.parquet", key="pair_id")
-        self.sft_examples = self._index("sft/examples.parquet", key="query_id")
+        self.queries = self._index("query", key="query_id")
+        self.generations = self._index("generation", key="item_id")
+        self.critiques = self._index("critique", key="item_id")
+        self.refinements = self._index("refinement", key="item_id")
+        self.videos = self._index("video", key="video_id")
+        self.rewards = self._index("reward", key="video_id")
+        self.pairs = self._index("pair", key="pair_id")
+        self.sft_examples = self._index("sft_example", key="query_id")
 
-    def _index(self, *patterns: str, key: str) -> dict[str, tuple[dict[str, Any], Path]]:
+    def _index(self, record_type: str, key: str) -> dict[str, tuple[dict[str, Any], Path]]:
         index: dict[str, tuple[dict[str, Any], Path]] = {}
-        for pattern in patterns:
+        for pattern in RECORD_FILES[record_type]:
             for path in sorted(self.results.glob(pattern)):
                 for record in read_records(path):
                     index[record[key]] = (record, path)
