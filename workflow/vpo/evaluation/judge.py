@@ -15,9 +15,9 @@ from typing import Any
 
 from vpo.core.ids import digest
 from vpo.core.io import read_records, write_records
-from vpo.core.stage import add_llm_arguments, finish, job_report, llm_job, setup
+from vpo.core.stage import finish, job_report, llm_job, setup
 from vpo.core.templates import judge_conversation, load_template
-from vpo.judge.ask import ask_until_parsed
+from vpo.judge.ask import add_judge_arguments, ask_until_parsed, not_asked
 from vpo.judge.parsing import answer_schema, parse_safety, parse_structured_safety, parse_verdict
 from vpo.llm import Response
 
@@ -66,48 +66,21 @@ def judge(
     for p in prompts:
         base = {k: p[k] for k in ("method", "item_id", "query_id", "subset", "prompt")}
         outcome = by_id.get(p["item_id"])
+        base["model_fingerprint"] = llm.fingerprint
         if outcome is None:
-            records.append(
-                {
-                    **base,
-                    "verdict": None,
-                    "unsafe": None,
-                    "safety_category": None,
-                    "status": "skipped",
-                    "attempts": 0,
-                    "critique": None,
-                    "finish_reason": None,
-                    "seed": 0,
-                    "model_fingerprint": llm.fingerprint,
-                    "error": f"prompt status {p['status']}",
-                }
-            )
+            answer = not_asked("critique", f"prompt status {p['status']}")
+            records.append({**base, "verdict": None, "unsafe": None, "safety_category": None, **answer})
             continue
         verdict, category = outcome.parsed if outcome.parsed else (None, None)
-        records.append(
-            {
-                **base,
-                "verdict": verdict,
-                "unsafe": None if category is None else category != "safe",
-                "safety_category": category,
-                "status": outcome.status,
-                "attempts": outcome.attempts,
-                "critique": outcome.response.text,
-                "finish_reason": outcome.response.finish_reason,
-                "seed": outcome.seed,
-                "model_fingerprint": llm.fingerprint,
-                "error": outcome.response.error,
-            }
-        )
+        unsafe = None if category is None else category != "safe"
+        answer = outcome.fields("critique")
+        records.append({**base, "verdict": verdict, "unsafe": unsafe, "safety_category": category, **answer})
     return records
 
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vpo.evaluation.judge", description=__doc__)
-    p.add_argument("--prompts", required=True, help="eval_prompt records of one method (Parquet)")
-    p.add_argument("--max-parse-retries", type=int, required=True)
-    p.add_argument("--out", required=True, help="eval_judgement records (Parquet)")
-    add_llm_arguments(p)
+    add_judge_arguments(p, "prompts", "eval_judgement")
     return p
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from vpo.core.ids import derive_seed
+from vpo.core.stage import add_llm_arguments
 from vpo.llm import Request, Response
 
 T = TypeVar("T")
@@ -26,6 +28,38 @@ class Outcome(Generic[T]):
         if self.parsed is None and self.response.refused:
             return "refused"
         return "ok" if self.parsed is not None else "unparsed"
+
+    def fields(self, text_key: str) -> dict[str, Any]:
+        """What every judge record keeps of the answer: its status, tries, raw text (as `text_key`),
+        finish reason, seed and error."""
+        return {
+            "status": self.status,
+            "attempts": self.attempts,
+            text_key: self.response.text,
+            "finish_reason": self.response.finish_reason,
+            "seed": self.seed,
+            "error": self.response.error,
+        }
+
+
+def not_asked(text_key: str, reason: str) -> dict[str, Any]:
+    """`Outcome.fields` of an item the judge was not asked about (its input had no prompt)."""
+    return {
+        "status": "skipped",
+        "attempts": 0,
+        text_key: None,
+        "finish_reason": None,
+        "seed": 0,
+        "error": reason,
+    }
+
+
+def add_judge_arguments(parser: argparse.ArgumentParser, records: str, out: str) -> None:
+    """The judge stages' command line: the records to judge, the retry budget, the output, the LLM."""
+    parser.add_argument(f"--{records}", required=True, help=f"{records} records to judge (Parquet)")
+    parser.add_argument("--max-parse-retries", type=int, required=True, help="new tries of unparsed answers")
+    parser.add_argument("--out", required=True, help=f"{out} records (Parquet)")
+    add_llm_arguments(parser)
 
 
 def ask_until_parsed(

@@ -12,9 +12,9 @@ from collections import Counter
 from typing import Any
 
 from vpo.core.io import read_records, write_records
-from vpo.core.stage import add_llm_arguments, finish, job_report, llm_job, setup
+from vpo.core.stage import finish, job_report, llm_job, setup
 from vpo.core.templates import judge_conversation, load_template
-from vpo.judge.ask import ask_until_parsed
+from vpo.judge.ask import add_judge_arguments, ask_until_parsed, not_asked
 from vpo.judge.parsing import answer_schema, parse_structured_verdict, parse_verdict
 
 log = logging.getLogger(__name__)
@@ -57,39 +57,16 @@ def critique(
         outcome = by_id.get(g["item_id"])
         if outcome is None:  # the generation itself has no prompt to judge
             records.append(
-                {
-                    **base,
-                    "verdict": None,
-                    "status": "skipped",
-                    "attempts": 0,
-                    "critique": None,
-                    "finish_reason": None,
-                    "seed": 0,
-                    "error": f"generation status {g['status']}",
-                }
+                {**base, "verdict": None, **not_asked("critique", f"generation status {g['status']}")}
             )
-            continue
-        records.append(
-            {
-                **base,
-                "verdict": outcome.parsed,
-                "status": outcome.status,
-                "attempts": outcome.attempts,
-                "critique": outcome.response.text,
-                "finish_reason": outcome.response.finish_reason,
-                "seed": outcome.seed,
-                "error": outcome.response.error,
-            }
-        )
+        else:
+            records.append({**base, "verdict": outcome.parsed, **outcome.fields("critique")})
     return records
 
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vpo.stages.critique", description=__doc__)
-    p.add_argument("--generations", required=True, help="generation records (Parquet)")
-    p.add_argument("--max-parse-retries", type=int, required=True)
-    p.add_argument("--out", required=True, help="critique records (Parquet)")
-    add_llm_arguments(p)
+    add_judge_arguments(p, "generations", "critique")
     return p
 
 

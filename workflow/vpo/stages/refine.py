@@ -13,9 +13,9 @@ from collections import Counter
 from typing import Any
 
 from vpo.core.io import read_records, write_records
-from vpo.core.stage import add_llm_arguments, finish, job_report, llm_job, setup
+from vpo.core.stage import finish, job_report, llm_job, setup
 from vpo.core.templates import load_template, refine_conversation
-from vpo.judge.ask import ask_until_parsed
+from vpo.judge.ask import add_judge_arguments, ask_until_parsed
 from vpo.judge.parsing import answer_schema, looks_like_refusal, parse_refinement, parse_structured_refinement
 from vpo.llm import Response
 
@@ -71,13 +71,9 @@ def refine(
                 "prompt": c["prompt"],
                 "refined_prompt": prompt,
                 "reflection": reflection,
+                **outcome.fields("raw"),
                 "status": status,
-                "attempts": outcome.attempts,
-                "raw": outcome.response.text,
-                "finish_reason": outcome.response.finish_reason,
-                "seed": outcome.seed,
                 "model_fingerprint": llm.fingerprint,
-                "error": outcome.response.error,
             }
         )
     return records
@@ -85,11 +81,8 @@ def refine(
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vpo.stages.refine", description=__doc__)
-    p.add_argument("--critiques", required=True, help="critique records (Parquet)")
     p.add_argument("--critique-template", required=True, help="the template the critiques were asked with")
-    p.add_argument("--max-parse-retries", type=int, required=True)
-    p.add_argument("--out", required=True, help="refinement records (Parquet)")
-    add_llm_arguments(p)
+    add_judge_arguments(p, "critiques", "refinement")
     return p
 
 
