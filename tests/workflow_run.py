@@ -12,6 +12,38 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Jobs per rule of the embedded default (2 SFT shards, 1 DPO shard of 1 video part), by DAG part.
+# Rules every default-sized scenario runs once or per set.
+BASE_JOBS = {
+    "build_smollm2_135m": 1,
+    "build_tiny_cogvideox": 1,
+    "build_tiny_vlm": 1,
+    "curate": 2,
+    "shard_sft": 1,
+    "shard_dpo": 1,
+    "draft": 2,
+    "critique": 3,  # 2 SFT shards + 1 DPO shard
+    "refine": 3,
+    "sft_data": 1,
+    "train_sft": 1,
+    "sample": 1,
+    "build_pairs": 1,
+    "train_dpo": 1,
+    "run_report": 1,
+    "all": 1,
+}
+VIDEO_JOBS = {"generate_videos": 1, "score_videos": 1, "video_pairs": 1, "video_report": 1}
+# original, fewshot, sft, dpo: rewrites (the original needs no model), judged, rendered and scored.
+EVAL_JOBS = {
+    "eval_queries": 1,
+    "eval_original_prompts": 1,
+    "eval_prompts": 3,
+    "eval_judge": 4,
+    "eval_videos": 4,
+    "eval_rewards": 4,
+    "eval_table": 1,
+}
+
 
 def copy_project(root: Path) -> None:
     """A clean copy of the project in `root`: no built models, no results."""

@@ -13,38 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow_run import REPO, jobs_by_rule
+from tests.workflow_run import BASE_JOBS, EVAL_JOBS, REPO, VIDEO_JOBS, jobs_by_rule
 
-# Rules every default-sized scenario runs once or per set.
-BASE = {
-    "build_smollm2_135m": 1,
-    "build_tiny_cogvideox": 1,
-    "build_tiny_vlm": 1,
-    "curate": 2,
-    "shard_sft": 1,
-    "shard_dpo": 1,
-    "draft": 2,
-    "critique": 3,  # 2 SFT shards + 1 DPO shard
-    "refine": 3,
-    "sft_data": 1,
-    "train_sft": 1,
-    "sample": 1,
-    "build_pairs": 1,
-    "train_dpo": 1,
-    "run_report": 1,
-    "all": 1,
-}
-VIDEO = {"generate_videos": 1, "score_videos": 1, "video_pairs": 1, "video_report": 1}
-# original, fewshot, sft, dpo: rewrites (the original needs no model), judged, rendered and scored.
-EVAL = {
-    "eval_queries": 1,
-    "eval_original_prompts": 1,
-    "eval_prompts": 3,
-    "eval_judge": 4,
-    "eval_videos": 4,
-    "eval_rewards": 4,
-    "eval_table": 1,
-}
 # paper.yaml on 1,200 SFT and 1,000 DPO queries at 500 per shard: 3 + 2 shards; 16 videos per job.
 PAPER = {
     "provision_llama3_8b_instruct": 1,
@@ -94,9 +64,9 @@ def dry_run(workdir: Path, *args: str) -> dict[str, int]:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ([], {**BASE, **VIDEO, **EVAL}),
-        (["--config", "pairs={video: false}"], {**BASE, **EVAL}),
-        (["--config", "eval={enabled: false}"], {**BASE, **VIDEO}),
+        ([], {**BASE_JOBS, **VIDEO_JOBS, **EVAL_JOBS}),
+        (["--config", "pairs={video: false}"], {**BASE_JOBS, **EVAL_JOBS}),
+        (["--config", "eval={enabled: false}"], {**BASE_JOBS, **VIDEO_JOBS}),
     ],
     ids=["default", "no-video", "no-eval"],
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow_run import jobs_by_rule
+from tests.workflow_run import BASE_JOBS, EVAL_JOBS, VIDEO_JOBS, jobs_by_rule
 from tests.workflow_run import run_snakemake as snakemake
 from vpo.core.io import read_records
 from vpo.core.layout import RECORD_FILES
@@ -26,36 +26,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Jobs of the default run, per rule (2 SFT shards, 1 DPO shard of 1 video part).
-EXPECTED_JOBS = {
-    "build_smollm2_135m": 1,
-    "build_tiny_cogvideox": 1,
-    "build_tiny_vlm": 1,
-    "curate": 2,
-    "shard_sft": 1,
-    "shard_dpo": 1,
-    "draft": 2,
-    "critique": 3,
-    "refine": 3,
-    "sft_data": 1,
-    "train_sft": 1,
-    "sample": 1,
-    "generate_videos": 1,
-    "score_videos": 1,
-    "video_pairs": 1,
-    "video_report": 1,
-    "build_pairs": 1,
-    "train_dpo": 1,
-    "run_report": 1,
-    "eval_queries": 1,
-    "eval_original_prompts": 1,
-    "eval_prompts": 3,
-    "eval_judge": 4,
-    "eval_videos": 4,
-    "eval_rewards": 4,
-    "eval_table": 1,
-    "all": 1,
-}
+EXPECTED_JOBS = {**BASE_JOBS, **VIDEO_JOBS, **EVAL_JOBS}
 # A change on the DPO side re-runs the DPO column of the evaluation, and nothing else of it.
 DPO_EVAL = {"eval_prompts": 1, "eval_judge": 1, "eval_videos": 1, "eval_rewards": 1, "eval_table": 1}
 RECORD_TYPES = {  # output glob -> record schema
