@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from tests.workflow_run import copy_project, jobs_by_rule, run_snakemake
-from vpo.tools.status import collect, format_status, incomplete_outputs, make_job
+from vpo.tools.status import collect
+from vpo.tools.status_jobs import incomplete_outputs, make_job
+from vpo.tools.status_text import format_status
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_ID = "0f1e2d3c-run"
