@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.workflow_run import BASE_JOBS, EVAL_JOBS, VIDEO_JOBS, jobs_by_rule
@@ -232,6 +233,22 @@ def test_changing_the_tie_margin_reruns_only_the_table(project):
     run = snakemake(project, "--dry-run", "--config", "eval={tie_margin: 0.5}")
     assert run.returncode == 0, run.stderr[-3000:]
     assert jobs_by_rule(run.stdout) == {"eval_table": 1, "run_report": 1, "all": 1}
+
+
+def test_dpo_moves_the_policy_and_logs_its_loss(project):
+    from safetensors.numpy import load_file
+
+    sft = load_file(project / "results/models/sft/model.safetensors")
+    dpo = load_file(project / "results/models/dpo/model.safetensors")
+    assert sft.keys() == dpo.keys()
+    moved = max(float(np.abs(dpo[k].astype(np.float64) - sft[k]).max()) for k in sft)
+    assert moved > 1e-4, f"DPO changed no weight by more than {moved:.2g}: the demo's steps teach nothing"
+    log = [
+        json.loads(line)
+        for line in (project / "results/models/dpo/trainer_log.jsonl").read_text().splitlines()
+    ]
+    losses = [entry["loss"] for entry in log if "loss" in entry]
+    assert len(losses) == 4 and all(np.isfinite(losses))  # max_steps 4, logging_steps 1
 
 
 def test_dpo_checkpoint_rewrites_a_query(project):
