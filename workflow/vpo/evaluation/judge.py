@@ -16,8 +16,8 @@ from typing import Any
 from vpo.core.ids import digest
 from vpo.core.io import read_records, write_records
 from vpo.core.stage import finish, job_report, llm_job, setup
-from vpo.core.templates import judge_conversation, load_template
-from vpo.judge.ask import add_judge_arguments, ask_until_parsed, not_asked
+from vpo.core.templates import judge_conversation
+from vpo.judge.ask import add_judge_arguments, ask_until_parsed, judge_with_args, not_asked
 from vpo.judge.parsing import answer_schema, parse_safety, parse_structured_safety, parse_verdict
 from vpo.llm import Response
 
@@ -91,15 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     prompts = read_records(args.prompts)
     method = prompts[0]["method"] if prompts else "none"
     with llm_job(report, args, f"eval_judge_{method}") as llm:
-        records = judge(
-            prompts,
-            llm,
-            load_template(args.template),
-            args.generation,
-            args.seed,
-            args.max_parse_retries,
-            structured=args.llm.get("structured_output", False),
-        )
+        records = judge_with_args(judge, prompts, llm, args, args.template)
     write_records(args.out, records, "eval_judgement")
     counts = {
         "items": len(records),

@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from vpo.core.ids import derive_seed
 from vpo.core.stage import add_llm_arguments
+from vpo.core.templates import load_template
 from vpo.llm import Request, Response
 
 T = TypeVar("T")
@@ -92,3 +93,15 @@ def ask_until_parsed(
                 still.append(i)
         pending = still
     return [o for o in outcomes if o is not None]
+
+
+def judge_with_args(
+    judge: Callable[..., list[dict[str, Any]]], items: list[dict[str, Any]], llm, args, *templates: str
+):
+    """`judge(items, llm, *templates read, generation, seed, retries, structured=...)` with the judge
+    stages' command-line arguments (`add_judge_arguments`)."""
+    loaded = [load_template(t) for t in templates]
+    structured = args.llm.get("structured_output", False)
+    return judge(
+        items, llm, *loaded, args.generation, args.seed, args.max_parse_retries, structured=structured
+    )

@@ -13,8 +13,8 @@ from typing import Any
 
 from vpo.core.io import read_records, write_records
 from vpo.core.stage import finish, job_report, llm_job, setup
-from vpo.core.templates import judge_conversation, load_template
-from vpo.judge.ask import add_judge_arguments, ask_until_parsed, not_asked
+from vpo.core.templates import judge_conversation
+from vpo.judge.ask import add_judge_arguments, ask_until_parsed, judge_with_args, not_asked
 from vpo.judge.parsing import answer_schema, parse_structured_verdict, parse_verdict
 
 log = logging.getLogger(__name__)
@@ -76,15 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     report = job_report("critique", args, [args.generations, args.template])
     generations = read_records(args.generations)
     with llm_job(report, args, "critique") as llm:
-        records = critique(
-            generations,
-            llm,
-            load_template(args.template),
-            args.generation,
-            args.seed,
-            args.max_parse_retries,
-            structured=args.llm.get("structured_output", False),
-        )
+        records = judge_with_args(critique, generations, llm, args, args.template)
     write_records(args.out, records, "critique")
     counts = {
         "items": len(records),

@@ -14,8 +14,8 @@ from typing import Any
 
 from vpo.core.io import read_records, write_records
 from vpo.core.stage import finish, job_report, llm_job, setup
-from vpo.core.templates import load_template, refine_conversation
-from vpo.judge.ask import add_judge_arguments, ask_until_parsed
+from vpo.core.templates import refine_conversation
+from vpo.judge.ask import add_judge_arguments, ask_until_parsed, judge_with_args
 from vpo.judge.parsing import answer_schema, looks_like_refusal, parse_refinement, parse_structured_refinement
 from vpo.llm import Response
 
@@ -92,16 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     report = job_report("refine", args, [args.critiques, args.critique_template, args.template])
     critiques = read_records(args.critiques)
     with llm_job(report, args, "refine") as llm:
-        records = refine(
-            critiques,
-            llm,
-            load_template(args.critique_template),
-            load_template(args.template),
-            args.generation,
-            args.seed,
-            args.max_parse_retries,
-            structured=args.llm.get("structured_output", False),
-        )
+        records = judge_with_args(refine, critiques, llm, args, args.critique_template, args.template)
     write_records(args.out, records, "refinement")
     counts = {
         "judged_no": len(records),
