@@ -13,6 +13,7 @@ from pathlib import Path
 
 from vpo.core.ids import digest
 from vpo.core.io import write_json
+from vpo.core.layout import CACHE_DIR
 
 # Weights, and remote code (`trust_remote_code` models run the folder's own .py files).
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".py")
@@ -92,7 +93,7 @@ def hub_fingerprint(folder: str | os.PathLike) -> str | None:
 def sha256_file_memoized(file: Path) -> str:
     """`sha256_file`, memoized by (path, size, mtime) under the cache: a 16 GB checkpoint is hashed once."""
     stat = file.stat()
-    memo_dir = Path(os.environ.get("VPO_CACHE_DIR", "results/cache")) / "sha256"
+    memo_dir = Path(os.environ.get("VPO_CACHE_DIR", CACHE_DIR)) / "sha256"
     memo = memo_dir / f"{digest(str(file.resolve()), stat.st_size, stat.st_mtime_ns)}.json"
     if memo.exists():
         return json.loads(memo.read_text())["sha256"]

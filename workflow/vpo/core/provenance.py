@@ -155,7 +155,7 @@ class JobRecord:
         return self.provenance.get("started") or ""
 
 
-def is_report_name(name: str) -> bool:
+def _is_report_name(name: str) -> bool:
     return name == "report.json" or name.endswith(".report.json")
 
 
@@ -187,7 +187,7 @@ def find_job_reports(results: str | os.PathLike, exclude: Iterable[Path] = ()) -
             and not (here / d / CRATE_METADATA).exists()
             and not (here == results and d == "cache")
         )
-        for name in sorted(filter(is_report_name, filenames)):
+        for name in sorted(filter(_is_report_name, filenames)):
             record = read_job_report(here / name)
             if record is not None:
                 found.append(record)

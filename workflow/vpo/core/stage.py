@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from vpo.core.layout import CACHE_DIR
 from vpo.core.provenance import JobReport
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -60,7 +61,7 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cache-dir", default="results/cache", help="item cache root")
+    parser.add_argument("--cache-dir", default=CACHE_DIR, help="item cache root")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--server-log", default=None, help="log file of a model server the job starts")
     parser.add_argument("--report", required=True, help="job report (JSON)")

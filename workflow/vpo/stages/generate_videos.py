@@ -20,7 +20,7 @@ from tqdm import tqdm
 from vpo.core.fingerprints import sha256_file
 from vpo.core.ids import derive_seed, digest, part_of
 from vpo.core.io import read_records, write_json, write_records
-from vpo.core.layout import videos_dir
+from vpo.core.layout import CACHE_DIR, videos_dir
 from vpo.core.run_options import section_options
 from vpo.core.stage import job_report, setup
 from vpo.t2v import t2v_backend
@@ -107,7 +107,7 @@ def make_parser() -> argparse.ArgumentParser:
         default="item_id",
         help="what each video's seed derives from",
     )
-    p.add_argument("--cache-dir", default="results/cache")
+    p.add_argument("--cache-dir", default=CACHE_DIR)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True, help="video records (Parquet)")
     p.add_argument("--report", required=True)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from vpo.core.ids import digest
 from vpo.core.io import atomic_write_bytes, read_records, write_records
+from vpo.core.layout import CACHE_DIR
 from vpo.core.stage import job_report, setup
 from vpo.reward.base import Answer, Scorer
 from vpo.reward.checklist import Checklist, load_checklist
@@ -107,7 +108,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", required=True, help="video records of one part (Parquet)")
     p.add_argument("--checklist", required=True, help="checklist file (YAML)")
     p.add_argument("--scorer", type=json.loads, required=True, help="resolved reward spec as JSON")
-    p.add_argument("--cache-dir", default="results/cache")
+    p.add_argument("--cache-dir", default=CACHE_DIR)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True, help="reward records (Parquet)")
     p.add_argument("--report", required=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 from vpo.config.resolve import is_remote
 from vpo.config.validate import ConfigError, load_config
-from vpo.core.layout import ledger_dir
+from vpo.core.layout import CACHE_DIR, ledger_dir
 from vpo.core.queries import read_raw_queries
 from vpo.core.templates import conversation, judge_conversation, load_template, refine_conversation
 from vpo.llm.ledger import Price, read_ledger, spent_usd
@@ -158,7 +158,9 @@ def format_table(lines: list[Line], budget: float | None, spent: float) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vpo estimate", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", nargs="?", default="config/config.yaml", help="config file")
-    parser.add_argument("--cache-dir", default="results/cache", help="item cache root (holds the ledger)")
+    parser.add_argument(
+        "--cache-dir", default=CACHE_DIR, help="item cache root; the ledger is in state/ beside it"
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vpo.core.ids import derive_seed, normalize_text, query_id
-from vpo.core.layout import PROMPTS_DIR
+from vpo.core.layout import CACHE_DIR, PROMPTS_DIR
 from vpo.core.queries import read_raw_queries
 from vpo.core.stage import setup_logging
 from vpo.core.templates import conversation, load_template
@@ -96,7 +96,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrency", type=int, default=None, help="requests in flight (endpoint)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--cache-dir", default="results/cache", help="answers are cached here (resume)")
+    p.add_argument("--cache-dir", default=CACHE_DIR, help="answers are cached here (resume)")
     return p
 
 

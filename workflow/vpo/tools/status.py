@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from vpo.config.validate import ConfigError, validate_config
+from vpo.core.layout import CACHE_DIR
 from vpo.tools.status_figures import add_eta, spending, stage_table
 from vpo.tools.status_jobs import (
     STATES,
@@ -79,7 +80,7 @@ def collect(
     snakefile: str = "Snakefile",
     configfiles: Sequence[str] = ("config/config.yaml",),
     overrides: Mapping[str, Any] | None = None,
-    cache_dir: str = "results/cache",
+    cache_dir: str = CACHE_DIR,
     use_dag: bool = True,
     jobs_from: Callable[..., tuple[list[DagJob], dict[str, Any]]] = dag_jobs,
 ) -> dict[str, Any]:
@@ -183,7 +184,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="the run's --config entries")
     p.add_argument("--snakefile", default="Snakefile")
     p.add_argument("--directory", default=".", help="project folder (where the run's .snakemake is)")
-    p.add_argument("--cache-dir", default="results/cache", help="item cache root (holds the ledger)")
+    p.add_argument(
+        "--cache-dir", default=CACHE_DIR, help="item cache root; the ledger is in state/ beside it"
+    )
     p.add_argument("--no-dag", action="store_true", help="skip building the DAG (seconds): no job counts")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument("--watch", type=float, default=None, metavar="SECONDS", help="refresh every SECONDS")
