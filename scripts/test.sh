@@ -24,4 +24,6 @@ ruff format --check .
 snakefmt --check Snakefile workflow/rules
 snakemake --lint
 python scripts/check_envs.py   # every envs/*.yaml resolves as pinned (package metadata only)
-pytest "$@"
+# Two workers, one test module (xdist group) at a time each; the two longest modules start first
+# (tests/conftest.py), so the whole suite takes about as long as its longest module and what fills in.
+pytest -n 2 --dist loadgroup --no-loadscope-reorder "$@"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,15 +106,51 @@ def default_run(tmp_path_factory) -> Path:
     return root
 
 
+# The embedded default's models (recipe -> folder name), as its build rules make them.
+DEFAULT_MODELS = {
+    "smollm2-gguf": "smollm2-135m-instruct",
+    "tiny-cogvideox": "tiny-cogvideox",
+    "tiny-vlm": "tiny-vlm",
+}
+
+
+@pytest.fixture(scope="session")
+def built_models(tmp_path_factory) -> Path:
+    """The default's three models, built once per test run and shared by every pytest-xdist worker (the
+    first to ask builds under a file lock; the others wait and reuse). The default run builds its own,
+    through its build rules."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built-models"
+    with FileLock(f"{folder}.lock"):
+        for recipe, name in DEFAULT_MODELS.items():
+            if (folder / name).is_dir():
+                continue
+            partial = folder / f".{name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            build = [sys.executable, "-m", "vpo.models.build", recipe, "--out", str(partial)]
+            subprocess.run(build, check=True, capture_output=True)
+            partial.rename(folder / name)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory) -> Path:
     return build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-llama")
 
 
+# The longest modules, first: scripts/test.sh runs the suite on two pytest-xdist workers (--dist loadgroup,
+# in collection order), so these two start at once, one per worker, and the rest fills in behind them.
+LONGEST_FIRST = ("tests/slurm/test_slurm.py", "tests/integration/test_default_dag.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/integration and tests/slurm is `integration` (it runs Snakemake, a model
-    server or a cluster), so that `-m "not integration"` is exactly the fast unit tests."""
+    server or a cluster), so that `-m "not integration"` is exactly the fast unit tests. Each module is one
+    xdist group, so that its module-scoped servers and runs start once, on one worker."""
     for item in items:
-        parts = Path(str(item.fspath)).relative_to(REPO).parts
-        if parts[:2] in (("tests", "integration"), ("tests", "slurm")):
+        path = Path(str(item.fspath)).relative_to(REPO)
+        if path.parts[:2] in (("tests", "integration"), ("tests", "slurm")):
             item.add_marker(pytest.mark.integration)
+        item.add_marker(pytest.mark.xdist_group(path.as_posix()))
+    rank = {module: i for i, module in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).relative_to(REPO).as_posix(), len(rank)))

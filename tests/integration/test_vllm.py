@@ -62,22 +62,13 @@ def answered_posts(log: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory, request) -> Path:
+def smollm2(request) -> Path:
     if not Path(VLLM_PYTHON).exists():
         missing = f"no vLLM environment at {VLLM_PYTHON} (bash scripts/setup.sh --vllm)"
         if os.environ.get("CI") == "true":  # CI installs it: a skip there would hide a broken install
             pytest.fail(missing)
         pytest.skip(missing)
-    # The session's local default run builds the same folder (the same bytes): serve that one when it runs.
-    if any("default_run" in item.fixturenames for item in request.session.items):
-        built = request.getfixturevalue("default_run") / "resources/models/smollm2-135m-instruct"
-        if built.is_dir():
-            return built
-    from vpo.models.build import main as build
-
-    out = tmp_path_factory.mktemp("models") / "smollm2-135m-instruct"
-    build(["smollm2-gguf", "--out", str(out)])
-    return out
+    return request.getfixturevalue("built_models") / "smollm2-135m-instruct"  # built once per test run
 
 
 @pytest.fixture(scope="module")

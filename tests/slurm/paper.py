@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,15 +44,9 @@ def require_vllm() -> None:
         pytest.skip(missing)
 
 
-def stand_in_models(folder: Path, built: Path | None) -> dict[str, Path]:
-    """The three tiny model folders: those a local run built already (`built`), else built here."""
-    found = {}
-    for role, (recipe, name, _) in STAND_INS.items():
-        path = built / name if built is not None and (built / name).is_dir() else folder / name
-        if not path.is_dir():
-            subprocess.run([sys.executable, "-m", "vpo.models.build", recipe, "--out", str(path)], check=True)
-        found[role] = path
-    return found
+def stand_in_models(built: Path) -> dict[str, Path]:
+    """The three tiny model folders by role, from the test run's built models (tests/conftest.py)."""
+    return {role: built / name for role, (_, name, _) in STAND_INS.items()}
 
 
 @dataclass

@@ -132,10 +132,7 @@ def slurm_run(
     require_vllm()
     root = tmp_path_factory.mktemp("vpo-slurm")
     copy_project(root)
-    # The session's local default run has built the same tiny models: serve those (when it runs).
-    local = any("default_run" in item.fixturenames for item in request.session.items)
-    built = request.getfixturevalue("default_run") / "resources/models" if local else None
-    models = stand_in_models(tmp_path_factory.mktemp("stand-ins"), built)
+    models = stand_in_models(request.getfixturevalue("built_models"))
     with paper_services(models, root) as services:
         write_overrides(root, services)
         before = {job["JobId"] for job in slurm_cluster.jobs()}

@@ -29,6 +29,30 @@ if EVALUATE:
     RUN_REPORTS += per_method_part(EVAL_METHODS, rules.eval_videos.output.report)
     RUN_REPORTS += per_method_part(EVAL_METHODS, rules.eval_rewards.output.report)
     RUN_REPORTS.append(rules.eval_table.output.report)
+
+
+def first_try_mem_mb(rule):
+    """The `mem_mb` a rule's first try asks for; None where it asks for Snakemake's default."""
+    mem = rule.resources.get("mem_mb")  # a snakemake.resources.Resource, or None when not set
+    if mem is None or not mem.is_evaluable():
+        return mem.value if mem is not None else None
+    if mem.raw is None:  # this workflow's own function of (wildcards, attempt): see `res`
+        return mem.evaluate(None, 1).value
+    # A profile's or command line's expression (raw text): its number, when it is one.
+    return int(mem.raw) if str(mem.raw).isdigit() else None
+
+
+# Per rule: its benchmark and job-report path patterns and its memory request, for the run report's time
+# and memory table (every rule above has a benchmark; the shard and build rules write no job report).
+RULE_USAGE = {
+    r.name: {
+        "benchmark": str(r.benchmark),
+        "report": str(r.output.report) if "report" in r.output.keys() else None,
+        "mem_mb": first_try_mem_mb(r),
+    }
+    for r in workflow.rules
+    if r.benchmark
+}
 # The judge's refinements per phase (the `{phase}` wildcard filled, then one path per shard).
 REFINED = {p: shards(p, rules.refine.output.records.replace("{phase}", p)) for p in ("sft", "dpo")}
 
@@ -79,6 +103,8 @@ rule run_report:
     params:
         # Without the run options (they reach jobs through the environment and re-run nothing).
         config=as_json(without_run_options(CFG)),
+        # A function, so that the patterns' {wildcards} stay as they are (string params are formatted).
+        usage=lambda w: as_json(RULE_USAGE),
         video=lambda w, input: (
             ["--reward-plot", *input.reward_plot, "--video-page", *input.video_page]
             if input.reward_plot
@@ -99,4 +125,4 @@ rule run_report:
         " --pairs {input.pairs:q} --trainer-logs sft={input.sft_model:q} dpo={input.dpo_model:q}"
         " {params.video:q} --page {output.page:q} --plot-query-lengths {output.query_lengths:q}"
         " --plot-prompt-lengths {output.prompt_lengths:q} --plot-pairs-by-source {output.pairs_by_source:q}"
-        " --plot-loss-curves {output.loss_curves:q} > {log:q} 2>&1"
+        " --plot-loss-curves {output.loss_curves:q} --rule-usage {params.usage:q} > {log:q} 2>&1"

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
@@ -121,6 +122,7 @@ class JobReport:
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self._start)),
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "wall_s": round(time.time() - self._start, 3),
+                    "memory": peak_memory(),
                 },
             },
         )
@@ -129,6 +131,16 @@ class JobReport:
 # --- reading job reports back (run report, audit, RO-Crate, status) ---
 
 CRATE_METADATA = "ro-crate-metadata.json"  # a folder holding one is an exported crate, not the run
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak resident memory (MB) of this process and of its largest finished child (e.g. the trainer),
+    exact where Snakemake's benchmark samples (every 0.5 s at first, then every 30 s) may miss a peak."""
+    scale = 1024 if sys.platform != "darwin" else 1024 * 1024  # ru_maxrss: KiB on Linux, bytes on macOS
+    return {
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1),
+        "children_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / scale, 1),
+    }
 
 
 class JobReportError(ValueError):

@@ -36,6 +36,7 @@ from vpo.pages.plots import (
     save_svg,
 )
 from vpo.pages.records import column_lengths, loss_points, raw_query_lengths, read_trainer_log, word_count
+from vpo.pages.resources import rule_usage
 from vpo.pages.summary import RunData, render_summary
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def gather(args: argparse.Namespace, config: dict[str, Any], options: dict[str, 
         loss_notes=notes,
         video_page=video_page,
         reward_svg=reward_svg,
+        usage=rule_usage(args.rule_usage) if args.rule_usage else [],
     )
 
 
@@ -137,6 +139,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--reward-plot", default=None, help="reward histogram SVG of the video report")
     p.add_argument("--video-page", default=None, help="the video report page, linked from the summary")
+    p.add_argument(
+        "--rule-usage",
+        type=json.loads,
+        default=None,
+        help="per rule: benchmark and job-report path patterns and mem_mb (JSON, from report.smk)",
+    )
     p.add_argument("--page", required=True, help="summary HTML to write")
     for name in PLOT_CAPTIONS:
         p.add_argument(f"--plot-{name.replace('_', '-')}", required=True, help=f"{name} SVG to write")

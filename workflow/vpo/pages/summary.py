@@ -5,6 +5,7 @@ escapes them. Only the plots arrive as markup (`markupsafe.Markup`, the SVG matp
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -16,6 +17,7 @@ from vpo.core.run_options import with_run_options
 from vpo.core.secrets import redact
 from vpo.pages.jobs import SETS, JobRow, run_span
 from vpo.pages.plots import PLOT_CAPTIONS
+from vpo.pages.resources import RuleUsage
 from vpo.pages.stats import GOOD_STATUS, IN_OUT_KEYS, PROBLEM_KEYS, StageStats, in_out, stage_stats
 from vpo.pages.templating import ratio, render, usd
 
@@ -34,6 +36,7 @@ class RunData:
     loss_notes: dict[str, str]
     video_page: str | None = None
     reward_svg: Markup | None = None
+    usage: list[RuleUsage] = dataclasses.field(default_factory=list)  # time and memory per rule
 
 
 class Card(NamedTuple):
@@ -102,7 +105,33 @@ def headline(data: RunData, by_stage: Mapping[str, StageStats]) -> list[Card]:
             cards.append(Card(f"{name.upper()} loss", loss, f"{len(points)} logged steps"))
     wall = sum(float(j.record.provenance.get("wall_s") or 0) for j in data.jobs)
     cards.append(Card("Jobs", f"{len(data.jobs)}", f"{wall / 60:,.1f} min of job wall time"))
+    measured = [u for u in data.usage if u.share is not None]
+    if measured:
+        top = max(measured, key=lambda u: u.share or 0)
+        over = sum(u.over for u in measured)
+        sub = f"{top.rule}: {top.peak_rss_mb:,.0f} of {top.mem_mb:,} MB"
+        sub += f"; {over} rules over their request" if over else ""
+        cards.append(Card("Peak memory / mem_mb", f"{top.share:.0%}", sub))
     return cards
+
+
+def usage_rows(usage: Sequence[RuleUsage]) -> list[dict[str, Any]]:
+    """The time and memory table: one row per rule, the over-budget ones flagged."""
+    return [
+        {
+            "cells": (
+                u.rule,
+                u.jobs,
+                round(u.wall_s_total, 1),
+                round(u.wall_s_max, 1),
+                round(u.peak_rss_mb) if u.peak_rss_mb is not None else None,
+                u.mem_mb if u.mem_mb is not None else "default",
+                f"{u.share:.0%}" if u.share is not None else None,
+            ),
+            "over": u.over,
+        }
+        for u in usage
+    ]
 
 
 def run_facts(jobs: Sequence[JobRow]) -> dict[str, Any]:
@@ -253,6 +282,7 @@ def render_summary(data: RunData, plots: Mapping[str, Markup | None]) -> str:
         loss_notes=list(data.loss_notes.values()),
         video=video_facts(data, by_stage),
         jobs=[provenance_row(job) for job in data.jobs],
+        usage=usage_rows(data.usage),
         config=yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=100),
         run_options=bool(data.run_options),
     )
