@@ -135,7 +135,8 @@ CRATE_METADATA = "ro-crate-metadata.json"  # a folder holding one is an exported
 
 def peak_memory() -> dict[str, float]:
     """Peak resident memory (MB) of this process and of its largest finished child (e.g. the trainer),
-    exact where Snakemake's benchmark samples (every 0.5 s at first, then every 30 s) may miss a peak."""
+    from the kernel, where Snakemake's benchmark samples (every 0.5 s at first, then every 30 s) may miss
+    a short peak."""
     scale = 1024 if sys.platform != "darwin" else 1024 * 1024  # ru_maxrss: KiB on Linux, bytes on macOS
     return {
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1),

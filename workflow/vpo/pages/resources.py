@@ -2,8 +2,8 @@
 
 report.smk hands over, per rule, its benchmark path pattern, its job-report path pattern and the `mem_mb` of
 a first try. A benchmark's `max_rss` is sampled (every 0.5 s at first, then every 30 s), so it can miss a
-short peak; each job report also carries its exact peak (`provenance.memory`, from getrusage), and the
-larger of the two counts. A job over its request is what Slurm would have killed: the page flags it.
+short peak; each job report also carries the job's own peak (`provenance.memory`, from getrusage), and
+the larger of the two counts. A job over its request is what Slurm would have killed: the page flags it.
 """
 
 from __future__ import annotations
@@ -73,13 +73,15 @@ def read_benchmark(path: Path) -> tuple[float, float | None]:
 
 
 def job_peak(report: Path) -> float | None:
-    """The job's own peak (MB): the process and its largest child, which may run at the same time."""
+    """The job's own peak (MB): the larger of its process's and its largest child's (the trainer runs
+    as a child of a small parent). Not their sum: a child forked from a large process counts the
+    parent's pages in its own peak until it execs (e.g. `git` for the code version)."""
     if not report.is_file():
         return None
     memory = json.loads(report.read_text(encoding="utf-8")).get("provenance", {}).get("memory")
     if not memory:
         return None
-    return float(memory.get("peak_rss_mb") or 0) + float(memory.get("children_peak_rss_mb") or 0)
+    return max(float(memory.get("peak_rss_mb") or 0), float(memory.get("children_peak_rss_mb") or 0))
 
 
 def rule_usage(rules: Mapping[str, Mapping[str, Any]], root: Path = Path(".")) -> list[RuleUsage]:
