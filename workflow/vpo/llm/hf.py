@@ -50,7 +50,6 @@ class SeededRowSampler(LogitsProcessor):
         out[torch.arange(scores.shape[0]), choice] = 0.0
         return out
 
-
     def _nucleus(self, probs: torch.Tensor) -> torch.Tensor:
         """`probs` with everything outside the top-p nucleus set to zero (the token crossing top_p kept).
 

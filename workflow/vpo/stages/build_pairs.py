@@ -11,71 +11,108 @@ import argparse
 import logging
 import random
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import polars as pl
+
 from vpo.core.ids import digest
-from vpo.core.io import read_many, read_records, write_records
+from vpo.core.io import conform, polars_schema, read_frame, write_frame
 from vpo.core.stage import job_report, setup_logging
 from vpo.core.templates import load_template
-from vpo.training.dataset import policy_messages, write_dataset
+from vpo.training.dataset import ranking_rows, write_dataset
 
 log = logging.getLogger(__name__)
 
 DATASET_NAME = "vpo_dpo"
 
+# The refinement record fields a text pair is made of.
+REFINEMENT_COLUMNS = {
+    "item_id": pl.String,
+    "query_id": pl.String,
+    "query": pl.String,
+    "sample_index": pl.Int64,
+    "prompt": pl.String,
+    "refined_prompt": pl.String,
+    "status": pl.String,
+}
 
-def text_pairs(refinements: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Counter]:
-    skipped: Counter = Counter()
-    best: dict[str, dict[str, Any]] = {}
-    for r in sorted(refinements, key=lambda r: (r["query_id"], r["sample_index"])):
-        if r["status"] != "ok":
-            skipped[f"refinement_{r['status']}"] += 1
-        elif r["refined_prompt"] == r["prompt"]:
-            skipped["refinement_identical"] += 1
-        elif r["query_id"] in best:
-            skipped["query_has_pair"] += 1
-        else:
-            best[r["query_id"]] = r
-    pairs = [
-        {
-            "pair_id": digest("pair", "text", r["item_id"]),
-            "query_id": r["query_id"],
-            "query": r["query"],
-            "chosen": r["refined_prompt"],
-            "rejected": r["prompt"],
-            "source": "text",
-            "chosen_id": r["item_id"],
-            "chosen_kind": "refinement",
-            "rejected_id": r["item_id"],
-            "score_margin": None,
-            "score_convention": None,
-            "chosen_video_id": None,
-            "rejected_video_id": None,
-        }
-        for r in best.values()
-    ]
-    return pairs, skipped
+
+def text_pairs(refinements: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], Counter]:
+    """`text_pair_frame` on refinement records as dicts; the pairs as dicts."""
+    pairs, skipped = text_pair_frame(pl.DataFrame(refinements, schema=REFINEMENT_COLUMNS))
+    return pairs.to_dicts(), skipped
+
+
+def text_pair_frame(refinements: pl.DataFrame) -> tuple[pl.DataFrame, Counter]:
+    """One pair per query from its first usable refinement; why the other refinements made none."""
+    status, refined = pl.col("status"), pl.col("refined_prompt")
+    identical = refined.eq_missing(pl.col("prompt"))
+    usable = (status == "ok") & ~identical
+    reason = (
+        pl.when(status != "ok")
+        .then(pl.lit("refinement_") + status)
+        .when(identical)
+        .then(pl.lit("refinement_identical"))
+        .when(usable.cum_sum().over("query_id") > 1)
+        .then(pl.lit("query_has_pair"))
+    )
+    ordered = refinements.sort("query_id", "sample_index", maintain_order=True).with_columns(reason=reason)
+    best = ordered.filter(pl.col("reason").is_null())
+    pairs = best.select(
+        pl.Series("pair_id", [digest("pair", "text", item) for item in best["item_id"]], dtype=pl.String),
+        "query_id",
+        "query",
+        refined.alias("chosen"),
+        pl.col("prompt").alias("rejected"),
+        pl.lit("text").alias("source"),
+        pl.col("item_id").alias("chosen_id"),
+        pl.lit("refinement").alias("chosen_kind"),
+        pl.col("item_id").alias("rejected_id"),
+        pl.lit(None, pl.Float64).alias("score_margin"),
+        *(
+            pl.lit(None, pl.String).alias(c)
+            for c in ("score_convention", "chosen_video_id", "rejected_video_id")
+        ),
+    )
+    return pairs, _tally(ordered["reason"].drop_nulls())
 
 
 def merge_pairs(
-    text: list[dict[str, Any]], video: list[dict[str, Any]], shuffle_seed: int
+    text: Sequence[Mapping[str, Any]], video: Sequence[Mapping[str, Any]], shuffle_seed: int
 ) -> tuple[list[dict[str, Any]], Counter]:
+    """`merge_pair_frame` on pair records as dicts; the pairs as dicts."""
+    schema = polars_schema("pair")
+    merged, skipped = merge_pair_frame(
+        pl.DataFrame(text, schema=schema), pl.DataFrame(video, schema=schema), shuffle_seed
+    )
+    return merged.to_dicts(), skipped
+
+
+def merge_pair_frame(
+    text: pl.DataFrame, video: pl.DataFrame, shuffle_seed: int
+) -> tuple[pl.DataFrame, Counter]:
     """Text pairs first; video pairs only for queries without one; one pair per query; seeded shuffle."""
-    text_queries = {p["query_id"] for p in text}
-    merged = list(text)
-    video_queries: set[str] = set()
-    skipped: Counter = Counter()
-    for pair in sorted(video, key=lambda p: (p["query_id"], p["pair_id"])):
-        if pair["query_id"] in text_queries:
-            skipped["video_superseded_by_text"] += 1
-        elif pair["query_id"] in video_queries:
-            skipped["video_second_pair_for_query"] += 1
-        else:
-            video_queries.add(pair["query_id"])
-            merged.append(pair)
-    merged.sort(key=lambda p: p["pair_id"])  # input order must not change the shuffled order
-    random.Random(shuffle_seed).shuffle(merged)
-    return merged, skipped
+    superseded = pl.col("query_id").is_in(text["query_id"].implode())
+    reason = (
+        pl.when(superseded)
+        .then(pl.lit("video_superseded_by_text"))
+        .when(pl.int_range(pl.len()).over("query_id") > 0)
+        .then(pl.lit("video_second_pair_for_query"))
+    )
+    video = video.sort("query_id", "pair_id", maintain_order=True).with_columns(reason=reason)
+    kept = video.filter(pl.col("reason").is_null()).drop("reason")
+    # Input order must not change the shuffled order, hence the sort by id before the seeded shuffle.
+    merged = pl.concat([text, kept], how="vertical_relaxed").sort("pair_id", maintain_order=True)
+    order = list(range(merged.height))
+    random.Random(shuffle_seed).shuffle(order)  # the permutation `shuffle` makes of any list this long
+    return merged[order], _tally(video["reason"].drop_nulls())
+
+
+def _tally(values: pl.Series) -> Counter:
+    """Counts of the values, in order of first appearance (as a Counter filled one by one would be)."""
+    counts = values.to_frame("value").group_by("value", maintain_order=True).len()
+    return Counter(dict(counts.iter_rows()))
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -95,33 +132,25 @@ def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     report = job_report("build_pairs", args)
     report.add_inputs([*args.refinements, args.template, *([args.video_pairs] if args.video_pairs else [])])
-    text, skipped = text_pairs(read_many(args.refinements))
-    video = read_records(args.video_pairs) if args.video_pairs else []
-    pairs, video_skipped = merge_pairs(text, video, args.shuffle_seed)
-    write_records(args.pairs, pairs, "pair")
+    text, skipped = text_pair_frame(read_frame(args.refinements, list(REFINEMENT_COLUMNS)))
+    video = read_frame([args.video_pairs]) if args.video_pairs else pl.DataFrame(schema=polars_schema("pair"))
+    pairs, video_skipped = merge_pair_frame(conform(text, "pair"), conform(video, "pair"), args.shuffle_seed)
+    write_frame(args.pairs, pairs, "pair")
     report.counts = {
-        "text_pairs": len(text),
-        "video_pairs_in": len(video),
+        "text_pairs": text.height,
+        "video_pairs_in": video.height,
         "video_skipped": dict(video_skipped),
-        "pairs": len(pairs),
-        "by_source": dict(Counter(p["source"] for p in pairs)),
+        "pairs": pairs.height,
+        "by_source": dict(_tally(pairs["source"])),
         "text_skipped": dict(skipped),
     }
     report.write(args.report)
-    if not pairs:
+    if pairs.is_empty():
         raise SystemExit(
             f"no preference pair could be built ({report.counts}). The judge found nothing to "
             "refine, or no refinement parsed: see the refine logs and reports."
         )
-    template = load_template(args.template)
-    rows = [
-        {
-            "messages": policy_messages(template, p["query"]),
-            "chosen": {"role": "assistant", "content": p["chosen"]},
-            "rejected": {"role": "assistant", "content": p["rejected"]},
-        }
-        for p in pairs
-    ]
+    rows = ranking_rows(load_template(args.template), pairs)
     write_dataset(args.out_dir, DATASET_NAME, rows, ranking=True)
     log.info("pairs: %s", report.counts)
 
