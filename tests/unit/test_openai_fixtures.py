@@ -6,18 +6,22 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
 
 from tests.conftest import REPO
 from tests.fixtures.fault_proxy import FaultProxy
-from tests.fixtures.openai_fixture_server import FixtureServer, canonical, echo_answer
+from tests.fixtures.openai_fixture_server import FixtureServer, canonical, chat_completion, echo_answer
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "Rate this prompt"}], "seed": 3}
+# Both engines of the server and of the proxy must behave the same.
+ENGINES = pytest.mark.parametrize("engine", ["threads", "asyncio"])
 
 
 def client(url: str, **kwargs) -> openai.OpenAI:
@@ -44,8 +48,9 @@ def batch_input(count: int) -> bytes:
     return "".join(json.dumps(line) + "\n" for line in lines).encode()
 
 
-def test_chat_completion_sync_and_async():
-    with FixtureServer() as server:
+@ENGINES
+def test_chat_completion_sync_and_async(engine):
+    with FixtureServer(engine=engine) as server:
         completion = client(server.url).chat.completions.create(**BODY)
         expected = echo_answer(BODY)
         assert completion.choices[0].message.content == expected["content"]
@@ -72,17 +77,19 @@ def test_chat_completion_sync_and_async():
         assert len(set(answers)) == 5  # the seed decides the answer
 
 
-def test_unknown_path_is_a_json_404():
-    with FixtureServer() as server, pytest.raises(urllib.error.HTTPError) as caught:
+@ENGINES
+def test_unknown_path_is_a_json_404(engine):
+    with FixtureServer(engine=engine) as server, pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(server.url + "/nowhere", timeout=5)
     assert caught.value.code == 404 and "error" in json.loads(caught.value.read())
 
 
-def test_batch_round_trip_with_output_and_error_files():
+@ENGINES
+def test_batch_round_trip_with_output_and_error_files(engine):
     def fail_r1(line: dict) -> dict | None:
         return {"code": "invalid_prompt", "message": "refused"} if line["custom_id"] == "r1" else None
 
-    with FixtureServer(batch_delay_s=0.05, batch_line_errors=fail_r1) as server:
+    with FixtureServer(batch_delay_s=0.05, batch_line_errors=fail_r1, engine=engine) as server:
         api = client(server.url)
         uploaded = api.files.create(file=("in.jsonl", batch_input(3), "application/jsonl"), purpose="batch")
         assert uploaded.purpose == "batch" and uploaded.bytes == len(batch_input(3))
@@ -146,22 +153,51 @@ def test_an_invalid_input_file_fails_the_batch():
         assert not server.completions
 
 
-def test_command_line_prints_the_url_and_serves_until_sigterm():
+def start(module: str, *args: str) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fixtures.openai_fixture_server", "--port", "0"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", module, "--port", "0", *args], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
+    return process, process.stdout.readline().strip()
+
+
+def stop(process: subprocess.Popen) -> dict:
+    """SIGTERM; the JSON line of counts the command prints on its way out."""
+    process.terminate()
+    out, _ = process.communicate(timeout=10)
+    assert process.returncode == 0
+    counts = json.loads(out)
+    assert counts.pop("cpu_s") >= 0
+    return counts
+
+
+@ENGINES
+def test_command_line_prints_the_url_and_serves_until_sigterm(engine):
+    process, url = start("tests.fixtures.openai_fixture_server", "--engine", engine)
     try:
-        url = process.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
         assert client(url).chat.completions.create(**BODY).choices[0].message.content
     finally:
-        process.terminate()
-        assert process.wait(timeout=5) == 0
+        counts = stop(process)
+    assert counts == {"completions": 1, "distinct": 1, "arrivals": 1}
 
 
+def test_proxy_command_line_injects_and_reports_its_faults():
+    server, url = start("tests.fixtures.openai_fixture_server", "--engine", "asyncio")
+    proxy, proxy_url = start(
+        "tests.fixtures.fault_proxy", "--upstream", url, "--rate", "server_error=1", "--engine", "asyncio"
+    )
+    try:
+        assert proxy_url.startswith("http://127.0.0.1:") and proxy_url.endswith("/v1")
+        with pytest.raises(openai.InternalServerError):
+            client(proxy_url).chat.completions.create(**BODY)
+    finally:
+        counts = stop(proxy)
+        served = stop(server)
+    assert counts == {"injected": {"server_error": 1}, "forwarded": 0, "answered": 0}
+    assert served["completions"] == 0
+
+
+@ENGINES
 @pytest.mark.parametrize(
     ("fault", "raised", "paid"),
     [
@@ -172,8 +208,11 @@ def test_command_line_prints_the_url_and_serves_until_sigterm():
         ("truncated", openai.APIConnectionError, 1),
     ],
 )
-def test_each_fault_gives_the_documented_client_error(fault, raised, paid):
-    with FixtureServer() as server, FaultProxy(server.url, {fault: 1.0}, hang_s=2.0) as proxy:
+def test_each_fault_gives_the_documented_client_error(fault, raised, paid, engine):
+    with (
+        FixtureServer(engine=engine) as server,
+        FaultProxy(server.url, {fault: 1.0}, hang_s=2.0, engine=engine) as proxy,
+    ):
         with pytest.raises(raised) as caught:
             client(proxy.url, timeout=0.3).chat.completions.create(**BODY)
         assert proxy.injected == {fault: 1}
@@ -185,18 +224,68 @@ def test_each_fault_gives_the_documented_client_error(fault, raised, paid):
         assert type(caught.value.__cause__).__name__ == "RemoteProtocolError"
 
 
-def test_without_faults_the_answer_is_relayed_unchanged():
-    with FixtureServer() as server, FaultProxy(server.url, {"server_error": 0.0}) as proxy:
-        through = client(proxy.url).chat.completions.create(**BODY)
+@ENGINES
+def test_without_faults_the_answer_is_relayed_unchanged(engine):
+    with (
+        FixtureServer(engine=engine) as server,
+        FaultProxy(server.url, {"server_error": 0.0}, engine=engine) as proxy,
+    ):
+        api = client(proxy.url)
+        through = api.chat.completions.create(**BODY)
         direct = client(server.url).chat.completions.create(**BODY)
         assert through.choices[0].message == direct.choices[0].message
         assert through.usage == direct.usage
         assert proxy.forwarded == {canonical(BODY): 1} and proxy.answered == {canonical(BODY): 1}
         assert not proxy.injected
+        # A second request on the same connections (the asyncio proxy keeps its upstream one).
+        assert api.chat.completions.create(**BODY).choices[0].message == direct.choices[0].message
+        assert proxy.answered == {canonical(BODY): 2} and server.completions == {canonical(BODY): 3}
 
 
-def test_gets_pass_without_faults_and_rates_are_checked():
-    with FixtureServer() as server, FaultProxy(server.url, {"server_error": 1.0}) as proxy:
+def test_the_asyncio_proxy_resends_on_a_kept_connection_the_upstream_closed():
+    """An upstream that closes each connection after its reply without saying so: the kept
+    connection fails before any byte of the next reply, and the request goes again on a new one."""
+    seen = []
+
+    class Closing(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(body)
+            payload = json.dumps(chat_completion(json.loads(body), [echo_answer(json.loads(body))])).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            self.close_connection = True  # silently: no "Connection: close"
+
+        def log_message(self, *args):
+            return
+
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Closing)
+    threading.Thread(target=upstream.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{upstream.server_address[1]}/v1"
+        with FaultProxy(url, {}, engine="asyncio") as proxy:
+            for seed in (1, 2):
+                reply = client(proxy.url).chat.completions.create(**{**BODY, "seed": seed})
+                assert reply.choices[0].message.content == echo_answer({**BODY, "seed": seed})["content"]
+            time.sleep(0.1)  # the proxy's kept connection is now closed at the far end
+            assert client(proxy.url).chat.completions.create(**BODY).choices[0].message.content
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+    assert len(seen) == 3 and sum(proxy.answered.values()) == 3
+
+
+@ENGINES
+def test_gets_pass_without_faults_and_rates_are_checked(engine):
+    with (
+        FixtureServer(engine=engine) as server,
+        FaultProxy(server.url, {"server_error": 1.0}, engine=engine) as proxy,
+    ):
         assert client(proxy.url).batches.list().data == []
         assert not proxy.injected
     with pytest.raises(ValueError):

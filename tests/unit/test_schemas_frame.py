@@ -8,16 +8,10 @@ import polars as pl
 import pytest
 
 from tests.records import record
+from vpo.core.frame_checks import UnsupportedSchema, frame_checks, validate_frame
 from vpo.core.io import polars_schema, read_records, records_frame, write_records
 from vpo.core.layout import SCHEMA_DIR
-from vpo.core.schemas import (
-    RecordError,
-    UnsupportedSchema,
-    frame_checks,
-    record_schema,
-    validate_frame,
-    validate_records,
-)
+from vpo.core.schemas import RecordError, record_schema, validate_records
 
 RECORD_TYPES = sorted(p.name.removesuffix(".schema.yaml") for p in (SCHEMA_DIR / "records").glob("*.yaml"))
 QID = "0123456789abcdef"

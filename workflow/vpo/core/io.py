@@ -12,7 +12,8 @@ from typing import Any
 
 import polars as pl
 
-from vpo.core.schemas import record_schema, validate_frame, validate_records
+from vpo.core.frame_checks import validate_frame
+from vpo.core.schemas import record_schema, validate_records
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
