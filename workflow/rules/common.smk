@@ -210,3 +210,14 @@ def n_eval_parts():
 
 def per_method_part(methods, pattern):
     return [pattern.format(method=m, p=p) for m in methods for p in range(n_eval_parts())]
+
+
+def first_try_mem_mb(rule):
+    """The `mem_mb` a rule's first try asks for; None where it asks for Snakemake's default."""
+    mem = rule.resources.get("mem_mb")  # a snakemake.resources.Resource, or None when not set
+    if mem is None or not mem.is_evaluable():
+        return mem.value if mem is not None else None
+    if mem.raw is None:  # this workflow's own function of (wildcards, attempt): see `res`
+        return mem.evaluate(None, 1).value
+    # A profile's or command line's expression (raw text): its number, when it is one.
+    return int(mem.raw) if str(mem.raw).isdigit() else None
