@@ -24,6 +24,7 @@ ruff format --check .
 snakefmt --check Snakefile workflow/rules
 snakemake --lint
 python scripts/check_envs.py   # every envs/*.yaml resolves as pinned (package metadata only)
-# Two workers, one test module (xdist group) at a time each; the two longest modules start first
-# (tests/conftest.py), so the whole suite takes about as long as its longest module and what fills in.
-pytest -n 2 --dist loadgroup --no-loadscope-reorder "$@"
+# One process by default. `bash scripts/test.sh -n 2 --dist loadgroup --no-loadscope-reorder` runs the
+# modules on two pytest-xdist workers (tests/conftest.py groups them by module, longest first); not yet
+# the default: its first CI-sized run ended the Slurm module's tests with errors still to be explained.
+pytest "$@"
