@@ -92,7 +92,7 @@ rule run_report:
     params:
         # Without the run options (they reach jobs through the environment and re-run nothing).
         config=as_json(without_run_options(CFG)),
-        # A function, so that the patterns' {wildcards} stay as they are (string params are formatted).
+        # A function, so that the patterns' wildcards stay unfilled (string params are formatted).
         usage=lambda w: as_json(RULE_USAGE),
         video=lambda w, input: (
             ["--reward-plot", *input.reward_plot, "--video-page", *input.video_page]
