@@ -1,5 +1,6 @@
+from vpo.llm import hf
 from vpo.llm.base import Request
-from vpo.llm.hf import HFBackend, pad_after_prefix, shared_prefix_length
+from vpo.llm.hf import CPU_SDPA, HFBackend, pad_after_prefix, shared_prefix_length
 
 GEN = {"temperature": 0.9, "top_p": 0.9, "max_new_tokens": 12}
 
@@ -75,3 +76,24 @@ def test_a_stop_string_ends_the_row_and_is_not_part_of_the_answer(tiny_lm):
     assert stopped.completion_tokens < free.completion_tokens  # generation ended there, not just the text
     # No stop strings: the request and its cache key are what they were before `stop` existed.
     assert "stop" not in req("x", 1).decoding() and req("x", 1, stop=["y"]).decoding()["stop"] == ["y"]
+
+
+def test_cpu_attention_changes_no_answer(tiny_lm, monkeypatch):
+    """The CPU attention (key/value heads broadcast, the shared prefix held once) gives the stock SDPA's
+    tokens, with a shared prefix and padding after it, and without."""
+    few_shot = " ".join(["the camera follows a red cat in the rain at night ."] * 6)
+    requests = [
+        req(f"{few_shot} query : {tail}", seed=i, **gen)
+        for i, tail in enumerate(["a dog", "blue city light at sunset on the beach", "slow"])
+        for gen in ({"temperature": 0.0}, {})
+    ] + [req("the dog " * n, seed=n) for n in (1, 4)]
+    grouped = HFBackend(str(tiny_lm), "hf|tiny", batch_size=8, device="cpu")
+    stock = HFBackend(str(tiny_lm), "hf|tiny", batch_size=8, device="cpu", cpu_attention=False)
+    assert grouped.model.config._attn_implementation == CPU_SDPA
+    assert stock.model.config._attn_implementation == "sdpa"
+    calls = []
+    attend = hf._attend_with_shared_prefix
+    monkeypatch.setattr(hf, "_attend_with_shared_prefix", lambda *a: calls.append(1) or attend(*a))
+    answers = [r.text for r in run(grouped, requests)]
+    assert calls, "the few-shot rows never decoded on the shared-prefix path"
+    assert any(answers) and answers == [r.text for r in run(stock, requests)]

@@ -8,6 +8,7 @@ hands greedy search a one-hot choice; the answer then depends only on the reques
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import ctypes.util
 import logging
@@ -16,19 +17,24 @@ from itertools import groupby
 
 import torch
 from transformers import (
+    AttentionInterface,
     AutoModelForCausalLM,
     AutoTokenizer,
+    DynamicCache,
     LogitsProcessor,
     LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
 )
+from transformers.cache_utils import DynamicLayer
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from vpo.core.devices import resolve_device
 from vpo.llm.base import Request, Response, ResultCallback
 
 log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CPU_SDPA = "vpo_cpu_sdpa"
 
 
 class SeededRowSampler(LogitsProcessor):
@@ -117,6 +123,127 @@ def pad_after_prefix(
     return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
 
 
+class SharedPrefixLayer(DynamicLayer):
+    """One layer's cache: the keys/values of the prefix every row shares, held once (batch 1), and
+    each row's own tokens after it. `cpu_sdpa_attention` attends to both."""
+
+    def __init__(self, prefix_keys: torch.Tensor, prefix_values: torch.Tensor):
+        super().__init__()
+        self.prefix_keys, self.prefix_values = prefix_keys, prefix_values
+        self.lazy_initialization(prefix_keys, prefix_values)
+
+    def get_seq_length(self) -> int:
+        own = self.keys.shape[-2] if self.keys.numel() else 0
+        return self.prefix_keys.shape[-2] + own
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+
+class SharedPrefixCache(DynamicCache):
+    """A cache of `SharedPrefixLayer`s (see `shared_prefix_cache`)."""
+
+
+def shared_prefix_cache(prefix: DynamicCache) -> SharedPrefixCache:
+    """A cache that starts with `prefix` (one row) and keeps it once however many rows decode after it."""
+    cache = SharedPrefixCache()
+    cache.layers = [SharedPrefixLayer(layer.keys, layer.values) for layer in prefix.layers]
+    return cache
+
+
+# The shared-prefix cache of the `generate` call running in this context, for the attention function.
+_SHARED_PREFIX: contextvars.ContextVar[SharedPrefixCache | None] = contextvars.ContextVar(
+    "vpo_shared_prefix", default=None
+)
+
+
+def _attend_with_shared_prefix(
+    layer: SharedPrefixLayer,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+) -> torch.Tensor:
+    """Softmax attention over [shared prefix | row's own tokens], with the prefix broadcast over rows.
+
+    query [B, H, q, D]; key/value: the rows' own tokens [B, G, L, D] (G key/value heads); the prefix
+    [1, G, P, D]. The mask covers P + L columns. Returns [B, H, q, D].
+    """
+    batch, heads, q_len, dim = query.shape
+    groups = key.shape[1]
+    prefix_len, own_len = layer.prefix_keys.shape[-2], key.shape[-2]
+    q = query.reshape(batch, groups, heads // groups, q_len, dim)
+    # Prefix scores: one matmul per key/value head over every row's queries (no per-row copy).
+    scores_prefix = torch.einsum("bgrqd,gpd->bgrqp", q, layer.prefix_keys[0]) * scaling
+    scores_own = torch.einsum("bgrqd,bgld->bgrql", q, key) * scaling
+    scores = torch.cat([scores_prefix, scores_own], dim=-1)
+    if attention_mask is None:  # no padding: causal over the own tokens, the prefix fully visible
+        causal = torch.ones(q_len, own_len, dtype=torch.bool, device=query.device).tril(own_len - q_len)
+        keep = torch.cat([causal.new_ones(q_len, prefix_len), causal], dim=-1)
+        scores = scores.masked_fill(~keep, float("-inf"))
+    elif attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask[:, :, None, :, : prefix_len + own_len], float("-inf"))
+    else:
+        scores = scores + attention_mask[:, :, None, :, : prefix_len + own_len]
+    probs = scores.softmax(dim=-1, dtype=torch.float32).to(value.dtype)
+    out = torch.einsum("bgrqp,gpd->bgrqd", probs[..., :prefix_len], layer.prefix_values[0])
+    out = out + torch.einsum("bgrql,bgld->bgrqd", probs[..., prefix_len:], value)
+    return out.reshape(batch, heads, q_len, dim)
+
+
+def cpu_sdpa_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention for CPU decoding, with two savings.
+
+    - The kernel broadcasts the shared key/value heads (`enable_gqa`) even when a padding mask is given.
+      With a mask, transformers expands every layer's whole key/value cache to one copy per query head
+      before each call (its fused GQA path needs a mask-free CUDA kernel), and batched decoding always
+      has a mask (SmolLM2-135M, 16 critique rows of ~750 tokens: 38.6 s -> 28.3 s, the same tokens).
+    - Inside a `generate` on a `shared_prefix_cache`, the prompt head every row shares (a judge's
+      template of ~650 tokens) is held and read once instead of once per row.
+    """
+    cache = _SHARED_PREFIX.get()
+    if cache is not None:
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        layer = cache.layers[module.layer_idx]
+        out = _attend_with_shared_prefix(layer, query, key, value, attention_mask, scale)
+        return out.transpose(1, 2).contiguous(), None
+    causal = query.shape[2] > 1 and attention_mask is None and getattr(module, "is_causal", True)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=dropout,
+        scale=scaling,
+        is_causal=causal,
+        enable_gqa=True,
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(CPU_SDPA, cpu_sdpa_attention)
+AttentionMaskInterface.register(CPU_SDPA, sdpa_mask)  # the same boolean masks as "sdpa"
+
+
+def use_cpu_sdpa(model: torch.nn.Module) -> bool:
+    """Switch a CPU model on SDPA to `cpu_sdpa_attention`; whether it did (other attention kinds and
+    models without per-layer attention modules keep theirs)."""
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return False
+    model.set_attn_implementation(CPU_SDPA)
+    return True
+
+
 def reuse_freed_memory() -> bool:
     """Stop glibc from returning every large tensor's memory to the OS (CPU generation only).
 
@@ -155,6 +282,7 @@ class HFBackend:
         revision: str | None = None,
         min_shared_prefix: int = 64,
         device_key: str = "device",
+        cpu_attention: bool = True,
     ):
         self.fingerprint = fingerprint
         self.batch_size = batch_size
@@ -167,6 +295,8 @@ class HFBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=_DTYPES[dtype])
         self.model.to(self.device).eval()
+        # Whether cpu_sdpa_attention is installed (CPU, SDPA models): it can hold a shared head once.
+        self.cpu_attention = self.device.type == "cpu" and cpu_attention and use_cpu_sdpa(self.model)
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(
             eos if isinstance(eos, list) else [eos if eos is not None else self.tokenizer.eos_token_id]
@@ -205,7 +335,12 @@ class HFBackend:
         if shared:
             # Few-shot prompts share a long head: encode it once and reuse its keys/values for every row.
             cache = self.model(input_ids[:1, :shared], use_cache=True).past_key_values
-            cache.batch_repeat_interleave(len(rows))
+            # Held once and read by cpu_sdpa_attention, unless a layer is not a plain growing cache
+            # (sliding-window layers drop old tokens, which the shared head must not lose).
+            if self.cpu_attention and all(type(layer) is DynamicLayer for layer in cache.layers):
+                cache = shared_prefix_cache(cache)
+            else:
+                cache.batch_repeat_interleave(len(rows))
             extra["past_key_values"] = cache
         first = batch[0]
         config = self.model.generation_config.__class__.from_dict(
@@ -224,16 +359,21 @@ class HFBackend:
             processors.append(
                 SeededRowSampler([r.seed for r in batch], first.temperature, first.top_p, self.device)
             )
-        out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            generation_config=config,
-            logits_processor=processors,
-            stopping_criteria=StoppingCriteriaList(
-                [StopOnStrings(self.tokenizer, first.stop, input_ids.shape[1])] if first.stop else []
-            ),
-            **extra,
-        )
+        held_once = isinstance(extra.get("past_key_values"), SharedPrefixCache)
+        token = _SHARED_PREFIX.set(extra["past_key_values"] if held_once else None)
+        try:
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                generation_config=config,
+                logits_processor=processors,
+                stopping_criteria=StoppingCriteriaList(
+                    [StopOnStrings(self.tokenizer, first.stop, input_ids.shape[1])] if first.stop else []
+                ),
+                **extra,
+            )
+        finally:
+            _SHARED_PREFIX.reset(token)
         new_tokens = out[:, input_ids.shape[1] :]
         prompt_lengths = [len(row) for row in rows]
         responses = []
