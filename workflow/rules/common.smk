@@ -84,6 +84,14 @@ def backend_env(section):
     return f"../../{backend.env}"
 
 
+# Priority of the jobs on the way to the DPO checkpoint (model builds, draft, critique, refine, sft_data,
+# train_sft, sample, generate_videos, score_videos, video_pairs, build_pairs, train_dpo): when more jobs
+# are ready than cores are free, these go first and the evaluation of the original query and the
+# baselines fills the gaps. On 2 cores the evaluation otherwise took a core from the SFT shards and
+# delayed everything after them.
+TRAINING_PATH = 10
+
+
 def res(stage, key, default):
     """`<stage>.resources.<key>` (else `default`). Memory and wall time grow with the attempt, so that a
     job Slurm ended at its limit is retried with more (vpo.config.scheduling.GROWS_WITH_ATTEMPT)."""

@@ -16,6 +16,7 @@ rule sample:
         "results/logs/sample/shard-{k}.log",
     benchmark:
         "results/benchmarks/sample/shard-{k}.tsv"
+    priority: TRAINING_PATH
     threads: res("sample", "threads", 2)
     resources:
         mem_mb=res("sample", "mem_mb", 4000),
@@ -48,6 +49,7 @@ rule build_pairs:
         "results/logs/build_pairs.log",
     benchmark:
         "results/benchmarks/build_pairs.tsv"
+    priority: TRAINING_PATH
     threads: 1
     conda:
         "../../envs/core.yaml"
@@ -72,6 +74,7 @@ rule train_dpo:
         "results/logs/train_dpo.log",
     benchmark:
         "results/benchmarks/train_dpo.tsv"
+    priority: TRAINING_PATH
     threads: res("train_dpo", "threads", 2)
     resources:
         mem_mb=res("train_dpo", "mem_mb", 8000),

@@ -22,6 +22,7 @@ rule critique:
         "results/benchmarks/critique/{phase}/shard-{k}.tsv"
     wildcard_constraints:
         phase="sft|dpo",
+    priority: TRAINING_PATH
     threads: res("critique", "threads", 2)
     resources:
         mem_mb=res("critique", "mem_mb", 4000),
@@ -57,6 +58,7 @@ rule refine:
         "results/benchmarks/refine/{phase}/shard-{k}.tsv"
     wildcard_constraints:
         phase="sft|dpo",
+    priority: TRAINING_PATH
     threads: res("refine", "threads", 2)
     resources:
         mem_mb=res("refine", "mem_mb", 4000),

@@ -17,7 +17,10 @@ for _name, _model in CFG["models"].items():
             f"results/logs/build_model/{_name}.log",
         benchmark:
             f"results/benchmarks/build_model/{_name}.tsv"
-        threads: 2
+        # One thread: a build is mostly file reading and writing, and the other core builds the next model.
+        threads: 1
+        # Built first: a build left for later takes a core just when training needs both.
+        priority: TRAINING_PATH
         resources:
             mem_mb=3000,
             runtime=20,

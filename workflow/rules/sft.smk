@@ -15,6 +15,7 @@ rule draft:
         "results/logs/draft/shard-{k}.log",
     benchmark:
         "results/benchmarks/draft/shard-{k}.tsv"
+    priority: TRAINING_PATH
     threads: res("draft", "threads", 2)
     resources:
         mem_mb=res("draft", "mem_mb", 4000),
@@ -44,6 +45,7 @@ rule sft_data:
         "results/logs/sft_data.log",
     benchmark:
         "results/benchmarks/sft_data.tsv"
+    priority: TRAINING_PATH
     threads: 1
     conda:
         "../../envs/core.yaml"
@@ -69,6 +71,7 @@ rule train_sft:
         "results/logs/train_sft.log",
     benchmark:
         "results/benchmarks/train_sft.tsv"
+    priority: TRAINING_PATH
     threads: res("train_sft", "threads", 2)
     resources:
         mem_mb=res("train_sft", "mem_mb", 8000),

@@ -55,6 +55,7 @@ rule generate_videos:
         "results/logs/generate_videos/shard-{k}/part-{p}.log",
     benchmark:
         "results/benchmarks/generate_videos/shard-{k}/part-{p}.tsv"
+    priority: TRAINING_PATH
     threads: res("t2v", "threads", 2)
     resources:
         mem_mb=res("t2v", "mem_mb", 4000),
@@ -83,6 +84,7 @@ rule score_videos:
         "results/logs/score_videos/shard-{k}/part-{p}.log",
     benchmark:
         "results/benchmarks/score_videos/shard-{k}/part-{p}.tsv"
+    priority: TRAINING_PATH
     threads: res("reward", "threads", 2)
     resources:
         mem_mb=res("reward", "mem_mb", 4000),
@@ -111,6 +113,7 @@ rule video_pairs:
         "results/logs/video_pairs.log",
     benchmark:
         "results/benchmarks/video_pairs.tsv"
+    priority: TRAINING_PATH
     threads: 1
     conda:
         "../../envs/core.yaml"
