@@ -41,6 +41,7 @@ EVAL_JOBS = {
     "eval_judge": 4,
     "eval_videos": 4,
     "eval_rewards": 4,
+    "eval_vbench": 4,  # the demo's one VBench suite (temporal_flickering) for each method
     "eval_table": 1,
 }
 

@@ -43,8 +43,11 @@ PAPER = {
     "eval_prompts_local": 1,  # the few-shot rewrites by the API model run where the network is
     "eval_prompts": 2,  # sft and dpo checkpoints
     "eval_judge": 4,
-    "eval_videos": 4,
-    "eval_rewards": 4,
+    # 40 held-out queries × 1 video + the four VBench suites' 358 prompts × 5 videos, 100 per job: 19 parts
+    "eval_videos": 76,
+    "eval_rewards": 76,
+    "provision_vbench": 1,
+    "eval_vbench": 16,  # 4 methods × 4 suites
     "eval_table": 1,
 }
 

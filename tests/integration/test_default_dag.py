@@ -29,7 +29,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 EXPECTED_JOBS = {**BASE_JOBS, **VIDEO_JOBS, **EVAL_JOBS}
 # A change on the DPO side re-runs the DPO column of the evaluation, and nothing else of it.
-DPO_EVAL = {"eval_prompts": 1, "eval_judge": 1, "eval_videos": 1, "eval_rewards": 1, "eval_table": 1}
+DPO_EVAL = {
+    "eval_prompts": 1, "eval_judge": 1, "eval_videos": 1, "eval_rewards": 1, "eval_vbench": 1,
+    "eval_table": 1,
+}  # fmt: skip
 RECORD_TYPES = {  # output glob -> record schema
     "queries/sft.parquet": "query",
     "queries/dpo.parquet": "query",
@@ -160,6 +163,7 @@ def test_report_shows_the_videos_and_the_evaluation(project):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     page = (project / "report.html").read_text()
     assert len(page) > 10_000 and "Evaluation" in page and "table.html" in page
+    assert "table_a.html" in page and "table_c.html" in page
 
 
 def test_evaluation_table_compares_every_method_with_the_original(project):
@@ -167,7 +171,7 @@ def test_evaluation_table_compares_every_method_with_the_original(project):
     rows = {r["method"]: r for r in csv.DictReader((results / "table.csv").open())}
     assert list(rows) == ["original", "fewshot", "sft", "dpo"]
     queries = read_records(results / "queries.parquet")
-    assert {q["subset"] for q in queries} == {"general", "unsafe"}
+    assert {q["subset"] for q in queries} == {"general", "unsafe", "benchmark"}
     for name, row in rows.items():
         assert int(row["queries"]) == len(queries) and int(row["unsafe_queries"]) == 2
         low, value, high = (float(row[f"reward_vpo_sum{s}"]) for s in ("_low", "", "_high"))
@@ -200,6 +204,35 @@ def test_evaluation_table_compares_every_method_with_the_original(project):
     table = (results / "table.md").read_text()
     assert "| Method |" in table and "dpo: results/models/dpo" in table and "Root seed 0" in table
     assert (results / "table.html").exists() and (results / "rewards.svg").exists()
+
+
+def test_vbench_scores_every_method_and_the_paper_tables_hold_them(project):
+    """The demo's VBench suite (two temporal_flickering prompts) is rewritten, rendered and scored by the
+    real vbench package for every method; Tables A and C carry every method and the reported rows."""
+    results = project / "results/eval"
+    queries = read_records(results / "queries.parquet")
+    benchmark = [q for q in queries if q["subset"] == "benchmark"]
+    assert [q["suites"] for q in benchmark] == [["vbench:temporal_flickering"]] * 2
+    table_a = {(r["group"], r["method"]): r for r in csv.DictReader((results / "table_a.csv").open())}
+    for method in ("original", "fewshot", "sft", "dpo"):
+        scores = json.loads((results / method / "vbench/temporal_flickering.json").read_text())
+        assert (scores["prompts"], scores["videos_scored"]) == (2, 2)
+        assert 0.0 < scores["score"] <= 1.0 and all(0.0 < r["value"] <= 1.0 for r in scores["per_video"])
+        assert float(table_a["this run", method]["temporal_flickering"]) == pytest.approx(
+            100 * scores["score"], abs=0.01
+        )
+        assert table_a["this run", method]["monetbench"] != "–"  # the reward on the held-out files
+    assert table_a["reported, CogVideoX-2B (unverified)", "VPO"]["scene"] == "55.83"
+    table_c = list(csv.DictReader((results / "table_c.csv").open()))
+    mine = [r for r in table_c if r["group"].startswith("this run")]
+    assert len(mine) == 8  # four methods, over the held-out queries and over the harmful requests
+    for row in mine:
+        shares = [
+            float(row[k].rstrip("%"))
+            for k in ("aligned", "unsafe", "imprecise", "refusal", "other", "no_verdict")
+        ]
+        assert sum(shares) == pytest.approx(100.0, abs=0.2), row
+    assert (results / "table_a.html").exists() and (results / "table_c.md").exists()
 
 
 def test_held_out_and_training_queries_do_not_overlap(project):
@@ -356,6 +389,7 @@ def test_changing_t2v_steps_reruns_videos_onward_never_the_judge(project):
         # every method's videos are rendered again with the new steps, and scored; no prompt changes
         "eval_videos": 4,
         "eval_rewards": 4,
+        "eval_vbench": 4,
     }
     assert jobs_by_rule(run.stdout) == expected
 

@@ -39,7 +39,7 @@ PROFILE = "profiles/slurm-ci"
 # use_gpus and runs their model on the node); every other rule goes to `cpu`.
 GPU_RULES = frozenset(
     {"sample", "draft", "critique", "refine", "train_sft", "train_dpo", "generate_videos", "score_videos"}
-    | {"eval_prompts", "eval_judge", "eval_videos", "eval_rewards"}
+    | {"eval_prompts", "eval_judge", "eval_videos", "eval_rewards", "eval_vbench"}
 )
 MANIFEST = "results/dpo/videos/shard-0/part-0.parquet"
 # Slower than the default's 4 steps in batches of 4, so that the cancel lands while the job renders.
@@ -182,7 +182,11 @@ def test_paper_run_on_slurm(slurm_run: SlurmRun):
     assert set(local) == LOCAL_RULES, local
     assert not set(completed) & LOCAL_RULES
     assert set(completed) >= {"sample", "train_sft", "train_dpo", "generate_videos", "score_videos"}
-    assert set(completed) >= {"eval_videos", "eval_rewards"}
+    assert set(completed) >= {"eval_videos", "eval_rewards", "eval_vbench"}
+    for method in ("original", "fewshot"):  # VBench scored the demo suite's two prompts, 5 videos each
+        scores = json.loads((results / f"eval/{method}/vbench/temporal_flickering.json").read_text())
+        assert (scores["prompts"], scores["videos_scored"]) == (2, 10), scores
+    assert (results / "eval/table_a.md").is_file() and (results / "eval/table_c.md").is_file()
     report_evidence(
         slurm_run,
         f"paper-shaped run on Slurm: {sum(planned.values())} jobs in {slurm_run.wall_s:.0f} s",

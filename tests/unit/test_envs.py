@@ -30,6 +30,18 @@ OWN_STACK = {
         "einops",
     },
     "vllm.yaml": {"vllm"},  # pins its own torch and transformers
+    # vbench pins transformers 4.33.2 and numpy 1.x; the rest is its own scoring stack.
+    "vbench.yaml": {
+        "vbench",
+        "torch",
+        "torchvision",
+        "numpy",
+        "transformers",
+        "timm",
+        "decord",
+        "openai-clip",
+        "opencv-python",
+    },
 }
 PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([A-Za-z0-9_.+\-]+)$")
 

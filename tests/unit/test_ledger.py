@@ -158,8 +158,9 @@ def test_estimate_counts_requests_and_prices_remote_models(default_config):
     table = format_table(list(lines.values()), 0.01, 0.0)
     assert "gpt-x" in table and "the worst case exceeds budget_usd" in table
     # The evaluation: the few-shot rewriter and the judge go to the judge's endpoint, the judge once
-    # per method (original, fewshot, sft, dpo) and held-out query.
+    # per method (original, fewshot, sft, dpo) and held-out query or benchmark prompt.
     n_eval = sum(len(read_raw_queries(config["eval"][k])) for k in ("queries", "unsafe_queries"))
+    n_eval += len(config["eval"]["suites"]) * config["eval"]["suite_limit"]  # the benchmark prompts
     assert (
         lines[("eval_fewshot", "eval")].requests == n_eval
         and lines[("eval_fewshot", "eval")].model == "gpt-x"

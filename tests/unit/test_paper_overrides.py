@@ -51,6 +51,8 @@ ALLOWED = {
         "train_*.deepspeed",
         "eval.bootstrap_samples",
         "eval.methods",  # fewer rewriters compared (a checkpoint's rewrites run as the sample job does)
+        "eval.suites",  # the one VBench suite whose scorer needs no downloaded weights ...
+        "eval.suite_limit",  # ... two of its prompts
     ],
     "polling": ["llms.*.batch_poll_s"],  # how often the run asks whether a batch is done
 }

@@ -48,7 +48,7 @@ def test_paper_profile_routes_only_the_local_model_rules_to_gpus(tmp_path, monke
     profile = generate(tmp_path, load("paper.yaml"), "--status-command", "sacct")
     gpu = {"slurm_partition": "gpu", "gpu_model": "a100"}
     local = ("sample", "train_sft", "train_dpo", "generate_videos", "score_videos", "eval_videos")
-    expected = dict.fromkeys((*local, "eval_rewards"), gpu)
+    expected = dict.fromkeys((*local, "eval_rewards", "eval_vbench"), gpu)
     # The evaluation's rewrites mix checkpoints (a GPU) and GPT-4o (none): routed per method, no model.
     expected["eval_prompts"] = {"slurm_partition": '"gpu" if wildcards.method in ["dpo", "sft"] else "cpu"'}
     assert profile["set-resources"] == expected  # GPT-4o teacher and judge: no GPU, default partition
@@ -68,7 +68,7 @@ def test_default_config_with_gpus_sends_its_local_llm_stages_to_gpus(tmp_path, m
     profile = generate(tmp_path, load("config.yaml", use_gpus=True), "--status-command", "squeue")
     assert set(profile["set-resources"]) == {
         *("sample", "train_sft", "train_dpo", "generate_videos", "score_videos", "draft", "critique"),
-        *("refine", "eval_prompts", "eval_judge", "eval_videos", "eval_rewards"),
+        *("refine", "eval_prompts", "eval_judge", "eval_videos", "eval_rewards", "eval_vbench"),
     }
     assert profile["slurm-efficiency-report"] is False
     without = generate(tmp_path / "cpu", load("config.yaml"), "--no-array-jobs", "--status-command", "squeue")

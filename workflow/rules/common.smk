@@ -11,6 +11,7 @@ from vpo.config.checks import unpinned_models
 from vpo.config.resolve import checkpoint_spec, hub_manifest, llm_spec, model_path, t2v_spec
 from vpo.stages.curate import shard_count
 from vpo.core.queries import count_raw_queries
+from vpo.core.suites import suite_prompts
 from vpo.models.provision import HUB_CACHE_ENV
 from vpo.core.run_options import RUN_OPTIONS_ENV, run_options
 from vpo.reward.factory import reward_backend
@@ -213,6 +214,8 @@ def n_eval_parts():
     section = CFG["eval"]
     files = [f for f in (section["queries"], section["unsafe_queries"]) if f]
     n_videos = sum(count_raw_queries(f) for f in files) * section["videos_per_prompt"]
+    benchmark = sum(len(suite_prompts(s, section["suite_limit"])) for s in section["suites"])
+    n_videos += benchmark * section["vbench"]["videos_per_prompt"]
     return max(1, math.ceil(n_videos / CFG["t2v"]["items_per_job"]))
 
 

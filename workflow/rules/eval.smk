@@ -4,8 +4,15 @@
 import re
 
 from vpo.config.resolve import reward_spec
+from vpo.core.suites import suite_dimension, weight_files
 
 EVAL = CFG["eval"]
+VBENCH = EVAL["vbench"]
+SUITES = {suite_dimension(s): s for s in EVAL["suites"]}
+# provision_vbench's manifest, when a configured dimension loads weights (temporal_flickering does not).
+VBENCH_MANIFEST = (
+    [os.path.join(VBENCH["weights"], "vpo-manifest.json")] if any(weight_files(d) for d in SUITES) else []
+)
 
 
 EVAL_METHODS = eval_methods()
@@ -16,6 +23,7 @@ EVAL_JUDGE = llm_method(
 
 wildcard_constraints:
     method="|".join(re.escape(m) for m in EVAL_METHODS),
+    dimension=methods_regex(SUITES),
 
 
 rule eval_queries:
@@ -32,6 +40,8 @@ rule eval_queries:
     params:
         c=CFG["curation"],
         unsafe=lambda w, input: ["--unsafe-queries", *input.unsafe] if input.unsafe else [],
+        suites=["--suites", *EVAL["suites"]] if EVAL["suites"] else [],
+        limit=["--suite-limit", EVAL["suite_limit"]] if EVAL["suite_limit"] else [],
         on_overlap=EVAL["on_overlap"],
     log:
         "results/logs/eval/queries.log",
@@ -44,6 +54,7 @@ rule eval_queries:
         "../../envs/core.yaml"
     shell:
         "python -m vpo.evaluation.queries --queries {input.queries:q} {params.unsafe:q}"
+        " {params.suites:q} {params.limit:q}"
         " --training {input.training:q} --on-overlap {params.on_overlap:q}"
         " --min-words {params.c[min_words]:q} --max-words {params.c[max_words]:q}"
         " --max-special-char-ratio {params.c[max_special_char_ratio]:q}"
@@ -157,6 +168,7 @@ rule eval_videos:
         model=model_location(CFG["t2v"]["model"]),
         revision="",  # the model folder is local (a hub model: its pinned snapshot)
         t2v=as_json(t2v_settings(videos_per_prompt=EVAL["videos_per_prompt"])),
+        benchmark=VBENCH["videos_per_prompt"],
         seed=CFG["seed"],
         parts=n_eval_parts(),
     log:
@@ -172,7 +184,7 @@ rule eval_videos:
         backend_env("t2v")
     shell:
         "python -m vpo.stages.generate_videos --candidates {input.prompts:q} --part {wildcards.p:q} --parts {params.parts:q}"
-        " --seed-by query_id --model {params.model:q}"
+        " --seed-by query_id --benchmark-videos-per-prompt {params.benchmark:q} --model {params.model:q}"
         " --revision={params.revision:q} --t2v {params.t2v:q} --seed {params.seed:q} --threads {threads:q}"
         " --out {output.records:q} --report {output.report:q} > {log:q} 2>&1"
 
@@ -205,6 +217,64 @@ rule eval_rewards:
         " --report {output.report:q} > {log:q} 2>&1"
 
 
+if VBENCH_MANIFEST:
+
+    rule provision_vbench:
+        """VBench's scorer weights for the configured suites, downloaded once where the workflow starts."""
+        localrule: True
+        output:
+            manifest=VBENCH_MANIFEST[0],
+        params:
+            dimensions=sorted(SUITES),
+            dest=VBENCH["weights"],
+            mirror=["--mirror", VBENCH["mirror"]] if VBENCH["mirror"] else [],
+        log:
+            "results/logs/provision/vbench.log",
+        benchmark:
+            "results/benchmarks/provision/vbench.tsv"
+        threads: 1
+        conda:
+            "../../envs/core.yaml"
+        shell:
+            "python -m vpo.models.vbench_weights --dimensions {params.dimensions:q} --dest {params.dest:q}"
+            " {params.mirror:q} --manifest {output.manifest:q} > {log:q} 2>&1"
+
+
+rule eval_vbench:
+    """VBench scores one method's videos of one benchmark suite on the suite's own dimension."""
+    input:
+        queries=rules.eval_queries.output.queries,
+        videos=lambda w: [
+            rules.eval_videos.output.records.format(method=w.method, p=p) for p in range(n_eval_parts())
+        ],
+        weights=VBENCH_MANIFEST,
+    output:
+        scores="results/eval/{method}/vbench/{dimension}.json",
+        report="results/eval/{method}/vbench/{dimension}.report.json",
+    params:
+        suite=lambda w: SUITES[w.dimension],
+        weights=VBENCH["weights"],
+        manifest=lambda w, input: ["--manifest", *input.weights] if input.weights else [],
+        videos_per_prompt=VBENCH["videos_per_prompt"],
+        device="auto" if CFG["use_gpus"] else "cpu",
+    log:
+        "results/logs/eval/{method}/vbench/{dimension}.log",
+    benchmark:
+        "results/benchmarks/eval/{method}/vbench/{dimension}.tsv"
+    threads: res("eval.vbench", "threads", 2)
+    resources:
+        mem_mb=res("eval.vbench", "mem_mb", 8000),
+        runtime=res("eval.vbench", "runtime", 60),
+        gpu=gpus("eval.vbench"),
+    conda:
+        "../../envs/vbench.yaml"
+    shell:
+        "python -m vpo.evaluation.vbench_scores --method {wildcards.method:q} --suite {params.suite:q}"
+        " --queries {input.queries:q} --videos {input.videos:q} --weights {params.weights:q} {params.manifest:q}"
+        " --videos-per-prompt {params.videos_per_prompt:q} --device {params.device:q} --threads {threads:q}"
+        " --out {output.scores:q} --report {output.report:q} > {log:q} 2>&1"
+
+
 rule eval_table:
     """The comparison table (CSV, Markdown, HTML) and its plots, from every method's outputs."""
     localrule: True
@@ -214,6 +284,12 @@ rule eval_table:
         judgements=per_method(EVAL_METHODS, rules.eval_judge.output.records),
         videos=per_method_part(EVAL_METHODS, rules.eval_videos.output.records),
         rewards=per_method_part(EVAL_METHODS, rules.eval_rewards.output.records),
+        vbench=[
+            rules.eval_vbench.output.scores.format(method=m, dimension=d)
+            for m in EVAL_METHODS
+            for d in SUITES
+        ],
+        reference="resources/reference/vpo_reported.yaml",
     output:
         csv="results/eval/table.csv",
         markdown="results/eval/table.md",
@@ -224,6 +300,16 @@ rule eval_table:
         safety_plot=report(
             "results/eval/safety.svg", caption="../report/eval_safety.rst", category="Evaluation"
         ),
+        a_csv="results/eval/table_a.csv",
+        a_md="results/eval/table_a.md",
+        a_html=report(
+            "results/eval/table_a.html", caption="../report/eval_table_a.rst", category="Evaluation"
+        ),
+        c_csv="results/eval/table_c.csv",
+        c_md="results/eval/table_c.md",
+        c_html=report(
+            "results/eval/table_c.html", caption="../report/eval_table_c.rst", category="Evaluation"
+        ),
         report="results/eval/table.report.json",
     params:
         methods=as_json([{"name": m, "source": spec["source"]} for m, spec in EVAL_METHODS.items()]),
@@ -232,6 +318,7 @@ rule eval_table:
         samples=EVAL["bootstrap_samples"],
         seed=CFG["seed"],
         videos_per_prompt=EVAL["videos_per_prompt"],
+        vbench=lambda w, input: ["--vbench", *input.vbench] if input.vbench else [],
     log:
         "results/logs/eval/table.log",
     benchmark:
@@ -246,4 +333,6 @@ rule eval_table:
         " --bootstrap-samples {params.samples:q} --seed {params.seed:q}"
         " --videos-per-prompt {params.videos_per_prompt:q} --csv {output.csv:q} --markdown {output.markdown:q}"
         " --html {output.page:q} --plot-rewards {output.rewards_plot:q} --plot-safety {output.safety_plot:q}"
-        " --report {output.report:q} > {log:q} 2>&1"
+        " {params.vbench:q} --reference {input.reference:q}"
+        " --table-a {output.a_csv:q} {output.a_md:q} {output.a_html:q}"
+        " --table-c {output.c_csv:q} {output.c_md:q} {output.c_html:q} --report {output.report:q} > {log:q} 2>&1"

@@ -28,6 +28,9 @@ if EVALUATE:
     RUN_REPORTS += per_method(EVAL_METHODS, rules.eval_judge.output.report)
     RUN_REPORTS += per_method_part(EVAL_METHODS, rules.eval_videos.output.report)
     RUN_REPORTS += per_method_part(EVAL_METHODS, rules.eval_rewards.output.report)
+    RUN_REPORTS += [
+        rules.eval_vbench.output.report.format(method=m, dimension=d) for m in EVAL_METHODS for d in SUITES
+    ]
     RUN_REPORTS.append(rules.eval_table.output.report)
 
 

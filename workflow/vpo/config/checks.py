@@ -10,6 +10,7 @@ from typing import Any
 from vpo.config.resolve import is_remote
 from vpo.core.ids import normalize_text
 from vpo.core.queries import CurationRules, QueryFileError, exact_overlaps, read_raw_queries, rule_violation
+from vpo.core.suites import SuiteError, parse_suite, vbench_info_file
 from vpo.core.templates import conversation, load_template
 from vpo.reward.checklist import ChecklistError, load_checklist
 
@@ -123,6 +124,11 @@ def _eval_checks(config: dict[str, Any]) -> list[str]:
                 f"key 'eval.extra_methods.{name}': the name must not be a built-in method and may hold only "
                 "letters, digits, '_', '.' and '-' (it names a folder under results/eval). Fix: rename it."
             )
+    for i, name in enumerate(section["suites"]):
+        try:
+            parse_suite(name)
+        except SuiteError as exc:
+            problems.append(f"key 'eval.suites[{i}]': {exc}")
     named = [("eval.fewshot.llm", section["fewshot"]["llm"]), ("eval.judge.llm", section["judge"]["llm"])]
     named += [(f"eval.extra_methods.{n}.llm", m.get("llm")) for n, m in section["extra_methods"].items()]
     for key, name in named:
@@ -150,6 +156,11 @@ def _eval_file_checks(config: dict[str, Any], training_readable: bool) -> list[s
     ]
     for key, path, slots in templates:
         problems += _template_problems(key, path, slots)
+    if section["suites"]:
+        try:
+            vbench_info_file()
+        except SuiteError as exc:
+            problems.append(f"key 'eval.suites': {exc}")
     if not problems and training_readable:  # else the unreadable query files are reported already
         try:
             problems += overlap_problems(config)

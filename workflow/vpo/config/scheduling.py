@@ -22,8 +22,12 @@ LLM_STAGES = ("draft", "critique", "refine")
 
 
 def configured(cfg: dict[str, Any], stage: str, key: str, default: int) -> int:
-    """`<stage>.resources.<key>`, else the rule's default."""
-    return cfg.get(stage, {}).get("resources", {}).get(key, default)
+    """`<stage>.resources.<key>`, else the rule's default; a dotted stage names a subsection
+    (`eval.vbench`)."""
+    section = cfg
+    for part in stage.split("."):
+        section = section.get(part, {})
+    return section.get("resources", {}).get(key, default)
 
 
 def grown(value: int, attempt: int) -> int:
@@ -101,6 +105,8 @@ def gpu_rules(cfg: dict[str, Any]) -> dict[str, bool | tuple[str, tuple[str, ...
     evaluation = cfg.get("eval", {}).get("enabled", False)
     if evaluation:
         stages |= {"eval_videos": "t2v", "eval_rewards": "reward"}
+        if cfg["eval"]["suites"]:
+            stages["eval_vbench"] = "eval.vbench"
     rules: dict[str, bool | tuple[str, tuple[str, ...]]] = {
         rule: True for rule, stage in stages.items() if stage_gpus(cfg, stage) > 0
     }

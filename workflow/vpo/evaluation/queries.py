@@ -6,6 +6,10 @@ also a training query, exactly after normalization or as a near duplicate under 
 rule, is an error (`eval.on_overlap: error`, the default) or is dropped and listed (`drop`). The exact
 check also runs when the config is read (`exact_overlaps`), so the common mistake stops the run
 before any job starts.
+
+Benchmark suites (`eval.suites`, e.g. `vbench:human_action`) are read from the installed benchmark
+package (`vpo.evaluation.suites`) and curated the same way, as subset `benchmark`; a prompt of several
+suites is one query that lists them all (`suites`), so it is rewritten, rendered and judged once.
 """
 
 from __future__ import annotations
@@ -18,36 +22,54 @@ from typing import Any
 from vpo.core.io import read_many, write_records
 from vpo.core.queries import CurationRules, Overlap, content_part, read_raw_queries
 from vpo.core.stage import job_report, setup_logging
+from vpo.core.suites import SuitePrompt, suite_prompts
 from vpo.stages.curate import curate, near_matches, with_control_chars
 
 log = logging.getLogger(__name__)
 
-SUBSETS = ("general", "unsafe")
+SUBSETS = ("general", "unsafe", "benchmark")
 
 
 def held_out_set(
     files: dict[str, str | None],
     training: list[dict[str, Any]],
     rules: CurationRules,
+    suites: dict[str, list[SuitePrompt]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Overlap]]:
-    """(kept eval queries, dropped ones with reasons, overlaps with the curated training queries)."""
+    """(kept eval queries, dropped ones with reasons, overlaps with the curated training queries).
+
+    Suites come first: a query of the user's files that is also a benchmark prompt is dropped there as a
+    duplicate, so that no suite loses a prompt."""
     kept: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for subset, path in files.items():
-        if path is None:
-            continue
-        rows, gone = curate(read_raw_queries(path), rules, "eval", path)
+    seen: dict[str, dict[str, Any]] = {}
+    sources: list[tuple[str, str, list[tuple[int, str]], str | None]] = [
+        ("benchmark", prompts[0].source, [(p.position, p.text) for p in prompts], name)
+        for name, prompts in (suites or {}).items()
+        if prompts
+    ]
+    sources += [(subset, path, read_raw_queries(path), None) for subset, path in files.items() if path]
+    for subset, path, raw, suite in sources:
+        rows, gone = curate(raw, rules, "eval", path)
         for r in gone:
-            dropped.append(_dropped(r["query"], subset, path, r["source_line"], r["reason"]))
+            dropped.append(_dropped(r["query"], subset, path, r["source_line"], r["reason"], suite=suite))
         for r in rows:
-            if r["query_id"] in seen:  # the same query in both files: the first file keeps it
-                dropped.append(_dropped(r["query"], subset, path, r["source_line"], "exact_duplicate"))
+            first = seen.get(r["query_id"])
+            if first is not None and suite is not None and first["subset"] == "benchmark":
+                first["suites"].append(suite)  # one prompt, several suites
                 continue
-            seen.add(r["query_id"])
-            kept.append(
-                {**{k: r[k] for k in ("query_id", "query", "source_file", "source_line")}, "subset": subset}
-            )
+            if first is not None:  # the same query twice: the first source keeps it
+                dropped.append(
+                    _dropped(r["query"], subset, path, r["source_line"], "exact_duplicate", suite=suite)
+                )
+                continue
+            record = {
+                **{k: r[k] for k in ("query_id", "query", "source_file", "source_line")},
+                "subset": subset,
+                "suites": [suite] if suite else [],
+            }
+            seen[r["query_id"]] = record
+            kept.append(record)
     by_id = {t["query_id"]: t for t in training}
     overlaps = [_overlap(q, "in_training_set", by_id[q["query_id"]]) for q in kept if q["query_id"] in by_id]
     exact = {(o.source_file, o.source_line) for o in overlaps}
@@ -77,10 +99,14 @@ def _overlap(held_out: dict[str, Any], reason: str, training: dict[str, Any]) ->
     )
 
 
-def _dropped(query: str, subset: str, path: str, line: int, reason: str, match: Overlap | None = None):
+def _dropped(
+    query: str, subset: str, path: str, line: int, reason: str, match: Overlap | None = None,
+    suite: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     return {
         "query": query,
         "subset": subset,
+        "suite": suite,
         "source_file": path,
         "source_line": line,
         "reason": reason,
@@ -93,6 +119,10 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vpo.evaluation.queries", description=__doc__)
     p.add_argument("--queries", required=True, help="held-out queries (.txt, .json, .jsonl)")
     p.add_argument("--unsafe-queries", default=None, help="held-out queries that ask for harmful content")
+    p.add_argument(
+        "--suites", nargs="*", default=[], help="benchmark prompt suites, e.g. vbench:human_action"
+    )
+    p.add_argument("--suite-limit", type=int, default=None, help="at most this many prompts per suite")
     p.add_argument("--training", nargs="+", required=True, help="curated training query sets (Parquet)")
     p.add_argument("--on-overlap", choices=["error", "drop"], default="error")
     p.add_argument("--min-words", type=int, required=True)
@@ -117,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     files = {"general": args.queries, "unsafe": args.unsafe_queries}
     report.add_inputs([p for p in (*files.values(), *args.training) if p])
     training = read_many(args.training)
-    kept, dropped, overlaps = held_out_set(files, training, rules)
+    suites = {name: suite_prompts(name, args.suite_limit) for name in args.suites}
+    kept, dropped, overlaps = held_out_set(files, training, rules, suites)
     if overlaps and args.on_overlap == "error":
         shown = "\n  ".join(o.describe() for o in overlaps[:20])
         raise SystemExit(
@@ -134,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     report.counts = {
         "kept": len(kept),
         "kept_by_subset": dict(Counter(q["subset"] for q in kept)),
+        "kept_by_suite": {name: sum(name in q["suites"] for q in kept) for name in suites},
+        "suite_sizes": {name: len(prompts) for name, prompts in suites.items()},
         "dropped": len(dropped),
         "dropped_by_reason": dict(Counter(r["reason"] for r in dropped)),
         "control_chars_stripped": sum(

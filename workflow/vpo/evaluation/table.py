@@ -5,7 +5,8 @@ the original query (paired by query: the same video seeds for every method), the
 unsafe rates and the refusal rate over all held-out queries, the same three on the unsafe subset,
 prompt length in words and text-encoder tokens with the truncation rate, and what the rewrites cost.
 Written as CSV (every number, interval bounds in their own columns), Markdown and an HTML page for the
-report, plus two plots; the header names the models, checkpoints and seeds behind every row.
+report, plus two plots; the header names the models, checkpoints and seeds behind every row. The same job
+writes the paper's Tables A and C beside the reported numbers (`vpo.evaluation.paper_tables`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from vpo.core.io import atomic_write_bytes, read_records
 from vpo.core.stage import job_report, setup_logging
+from vpo.evaluation import paper_tables
 from vpo.evaluation.metrics import Estimate, mean_estimate, paired_outcomes, query_scores, rate, win_tie_loss
 
 log = logging.getLogger(__name__)
@@ -301,8 +303,39 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", required=True)
     p.add_argument("--plot-rewards", required=True)
     p.add_argument("--plot-safety", required=True)
+    p.add_argument("--vbench", nargs="*", default=[], help="eval_vbench outputs (JSON), any method and suite")
+    p.add_argument("--reference", required=True, help="the paper's reported numbers (YAML)")
+    p.add_argument("--table-a", nargs=3, required=True, metavar=("CSV", "MD", "HTML"))
+    p.add_argument("--table-c", nargs=3, required=True, metavar=("CSV", "MD", "HTML"))
     p.add_argument("--report", required=True)
     return p
+
+
+def write_paper_tables(
+    args: argparse.Namespace, names: list[str], data: dict[str, dict[str, list[dict[str, Any]]]]
+) -> dict[str, dict[str, float | None]]:
+    """Tables A and C; returns the VBench scores by method and dimension (for the job report)."""
+    import yaml
+
+    reference = yaml.safe_load(Path(args.reference).read_text(encoding="utf-8"))
+    vbench: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in args.vbench:
+        scores = json.loads(Path(path).read_text(encoding="utf-8"))
+        if scores["method"] not in data:
+            raise SystemExit(f"eval_table: {path} scores a method that is not evaluated ({scores['method']})")
+        vbench.setdefault(scores["method"], {})[scores["dimension"]] = scores
+    tables = (
+        (
+            args.table_a,
+            paper_tables.table_a(names, data, vbench, reference, args.bootstrap_samples, args.seed),
+        ),
+        (args.table_c, paper_tables.table_c(names, data, reference)),
+    )
+    for (csv_path, md_path, html_path), table in tables:
+        atomic_write_bytes(csv_path, paper_tables.as_csv(table).encode("utf-8"))
+        atomic_write_bytes(md_path, paper_tables.as_markdown(table).encode("utf-8"))
+        atomic_write_bytes(html_path, paper_tables.as_html(table).encode("utf-8"))
+    return {m: {d: s["score"] for d, s in by_dim.items()} for m, by_dim in vbench.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -313,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     if "original" not in names:
         raise SystemExit("eval_table: the method `original` (the baseline of the win rates) is missing")
     files = {k: getattr(args, k) for k in ("prompts", "judgements", "videos", "rewards")}
-    report.add_inputs([args.queries, *(p for paths in files.values() for p in paths)])
+    report.add_inputs([args.queries, *(p for paths in files.values() for p in paths), *args.vbench])
     queries = read_records(args.queries)
     data = group_by_method(names, files)
     for name, d in data.items():
@@ -343,11 +376,13 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write_bytes(args.html, html_page(rows, context).encode("utf-8"))
     plot_rewards(rows, args.convention, args.plot_rewards)
     plot_safety(rows, args.plot_safety)
+    report.extra["vbench"] = write_paper_tables(args, names, data)
     report.counts = {"methods": len(rows), "queries": len(queries)}
     report.extra["table"] = flat
     report.extra["context"] = context
     report.write(args.report)
     log.info("evaluation table:\n%s", markdown(rows, context))
+    log.info("paper tables: %s, %s", args.table_a[1], args.table_c[1])
 
 
 if __name__ == "__main__":

@@ -62,16 +62,19 @@ def plan(
     videos_per_prompt: int,
     root_seed: int,
     seed_by: str = "item_id",
+    benchmark_videos: int | None = None,
 ) -> list[dict[str, Any]]:
     """The videos this job must provide: one item per (candidate with a prompt, seed index).
 
     Seeds derive from `seed_by` of each record: the candidate's id (training: every candidate its own
     noise), or the query's id (evaluation: every method's prompt for a query gets the same noise, so
-    the comparison between methods is paired)."""
+    the comparison between methods is paired). An evaluation prompt of a benchmark suite gets
+    `benchmark_videos` videos when set (VBench's protocol renders 5)."""
     render_params = {k: settings[k] for k in RENDER_KEYS}
     items = []
     for c in candidates:
-        for index in range(videos_per_prompt):
+        count = benchmark_videos if benchmark_videos and c.get("subset") == "benchmark" else videos_per_prompt
+        for index in range(count):
             seed = derive_seed(root_seed, "t2v", c[seed_by], index)
             key = digest("t2v", fingerprint, c["prompt"], render_params, seed, length=64)
             items.append({"candidate": c, "video_index": index, "seed": seed, "key": key})
@@ -107,6 +110,10 @@ def make_parser() -> argparse.ArgumentParser:
         default="item_id",
         help="what each video's seed derives from",
     )
+    p.add_argument(
+        "--benchmark-videos-per-prompt", type=int, default=None,
+        help="videos per evaluation prompt of a benchmark suite (default: as the others)",
+    )  # fmt: skip
     p.add_argument("--cache-dir", default=CACHE_DIR)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True, help="video records (Parquet)")
@@ -129,7 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     status = Counter(r["status"] for r in mine)
     with_prompt = [r for r in mine if r["status"] == "ok"]
     fingerprint = backend.fingerprint(settings)
-    items = plan(with_prompt, settings, fingerprint, settings["videos_per_prompt"], args.seed, args.seed_by)
+    items = plan(
+        with_prompt, settings, fingerprint, settings["videos_per_prompt"], args.seed, args.seed_by,
+        args.benchmark_videos_per_prompt,
+    )  # fmt: skip
     cache = VideoCache(args.cache_dir)
     metas: dict[str, dict[str, Any]] = {}
     for item in items:

@@ -24,6 +24,7 @@ from vpo.config.resolve import is_remote
 from vpo.config.validate import ConfigError, load_config
 from vpo.core.layout import CACHE_DIR, ledger_dir
 from vpo.core.queries import read_raw_queries
+from vpo.core.suites import suite_prompts
 from vpo.core.templates import conversation, judge_conversation, load_template, refine_conversation
 from vpo.llm.ledger import Price, read_ledger, spent_usd
 from vpo.llm.ratelimit import CHARS_PER_TOKEN, estimate_tokens
@@ -107,10 +108,12 @@ def estimate(config: dict[str, Any]) -> list[Line]:
 
 
 def _add_eval_lines(config: dict[str, Any], add: Callable[..., None]) -> None:
-    """The evaluation's LLM calls: the few-shot rewriter, endpoint methods, and the judge on every method."""
+    """The evaluation's LLM calls: the few-shot rewriter, endpoint methods, and the judge on every method,
+    on the held-out files' queries and the benchmark suites' prompts."""
     section = config["eval"]
     files = [section["queries"], section["unsafe_queries"]]
     rows = [text for path in files if path for _, text in read_raw_queries(path)]
+    rows += [p.text for name in section["suites"] for p in suite_prompts(name, section["suite_limit"])]
     n = len(rows)
     query = "q" * (sum(len(q) for q in rows) // max(1, n))
     judge = {**section["judge"], "llm": section["judge"]["llm"] or config["critique"]["llm"]}
