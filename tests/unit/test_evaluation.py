@@ -373,7 +373,8 @@ def test_table_job_writes_the_paper_layout_with_provenance(tmp_path):
     argv += ["--csv", str(out["csv"]), "--markdown", str(out["md"]), "--html", str(out["html"])]
     argv += ["--plot-rewards", str(tmp_path / "r.svg"), "--plot-safety", str(tmp_path / "s.svg")]
     vbench = tmp_path / "dpo-flicker.json"
-    vbench.write_text(json.dumps({"method": "dpo", "dimension": "temporal_flickering", "score": 0.9731}))
+    flicker = {"method": "dpo", "dimension": "temporal_flickering", "score": 0.9731, "prompts": 2}
+    vbench.write_text(json.dumps({**flicker, "prompts_short_of_videos": ["a refused prompt"]}))
     argv += ["--vbench", str(vbench), "--reference", str(REPO / "resources/reference/vpo_reported.yaml")]
     argv += ["--table-a", *(str(tmp_path / f"a.{k}") for k in ("csv", "md", "html"))]
     argv += ["--table-c", *(str(tmp_path / f"c.{k}") for k in ("csv", "md", "html"))]
@@ -396,6 +397,7 @@ def test_table_job_writes_the_paper_layout_with_provenance(tmp_path):
     assert table_c["this run, harmful requests", "dpo"]["refusal"] == "100.0%"
     assert table_c["reported, VPO paper (unverified)", "VPO (5B)"]["aligned"] == "94.8%"
     assert "Imprecise" in (tmp_path / "c.md").read_text() and "<table>" in (tmp_path / "a.html").read_text()
+    assert "dpo, temporal_flickering: 1 of 2 prompts lack videos" in (tmp_path / "a.md").read_text()
     rows = {r["method"]: r for r in csv.DictReader(out["csv"].open())}
     assert list(rows) == ["original", "dpo"]
     dpo_row = rows["dpo"]

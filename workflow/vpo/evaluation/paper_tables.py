@@ -79,6 +79,12 @@ def table_a(
             values = dict(zip(ref["columns"], r["values"], strict=True))
             rows.append({"method": r["method"], **{c: _text(values.get(c)) for c in columns}})
         groups.append((f"reported, {group['name']} (unverified)", rows))
+    gaps = [
+        f"{method}, {dim}: {len(got['prompts_short_of_videos'])} of {got['prompts']} prompts lack videos"
+        for method, by_dim in sorted(vbench.items())
+        for dim, got in sorted(by_dim.items())
+        if got.get("prompts_short_of_videos")
+    ]
     notes = [
         "Reward: mean over the held-out files' queries of each query's mean video score, VisionReward "
         "convention, 95% bootstrap interval; the paper's column is MonetBench's overall VisionReward score, "
@@ -87,6 +93,8 @@ def table_a(
         "(eval.suites), with eval.vbench.videos_per_prompt videos per prompt.",
         f"Reported rows: {reference['source']}.",
     ]
+    if gaps:  # the method gave no prompt (refused, empty, failed): VBench scored the videos there are
+        notes.append("VBench scored fewer videos than the protocol asks: " + "; ".join(gaps) + ".")
     names = [_column_name(c) for c in columns]
     return Table("Table A: video quality (reward and VBench)", columns, names, groups, notes)
 
