@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.fixtures.hub_fixture_server import FixtureHub
 from tests.unit.test_evaluation import GEN, RULES, Answers, training_rows
 from vpo.config.validate import ConfigError, validate_config
 from vpo.core.ids import query_id
 from vpo.core.io import write_records
-from vpo.core.suites import SuiteError, suite_prompts, weight_files
+from vpo.core.suites import BERT, SuiteError, suite_prompts, weight_files
 from vpo.evaluation import queries as eval_queries
 from vpo.evaluation import vbench_scores
 from vpo.evaluation.judge import judge
@@ -175,6 +176,10 @@ def test_vbench_stops_before_a_dimension_whose_weights_are_missing(tmp_path):
     (tmp_path / "umt_model").mkdir()
     (tmp_path / "umt_model/l16_ptk710_ftk710_ftk400_f16_res224.pth").write_bytes(b"w")
     vbench_scores.check_ready("human_action", tmp_path)  # all there: no stop
+    (tmp_path / "caption_model").mkdir()
+    (tmp_path / "caption_model/tag2text_swin_14m.pth").write_bytes(b"w")
+    with pytest.raises(SystemExit, match="models--bert-base-uncased"):  # Tag2Text loads BERT by name
+        vbench_scores.check_ready("scene", tmp_path)
 
 
 # --- weights provisioning ----------------------------------------------------------------------------------
@@ -219,3 +224,35 @@ def test_weights_that_cannot_be_fetched_stop_with_the_fix(tmp_path, mirror):
     assert not list((tmp_path / "w").rglob("*.part"))
     with pytest.raises(SystemExit, match="by hand"):
         vbench_weights.provision(["dynamic_degree"], tmp_path / "w", mirror)
+
+
+def test_the_hub_model_a_scorer_loads_by_name_is_provisioned_under_that_name(tmp_path, monkeypatch):
+    """Tag2Text (scene) asks transformers for `bert-base-uncased`: provisioned from the hub (a local fixture
+    here) into the weights' own hub cache, where the job finds it offline by that name."""
+    import huggingface_hub.constants
+
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text('{"model_type": "bert"}')
+    (bert / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    dest, manifest = tmp_path / "weights", tmp_path / "manifest.json"
+    with FixtureHub({BERT: bert}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        dest.mkdir()
+        (dest / "caption_model").mkdir()
+        (dest / "caption_model/tag2text_swin_14m.pth").write_bytes(b"w")  # present: kept
+        vbench_weights.main(["--dimensions", "scene", "--dest", str(dest), "--manifest", str(manifest)])
+    written = json.loads(manifest.read_text())
+    assert written["hub_models"] == [
+        {"repo": BERT, "loaded_as": "bert-base-uncased", "commit": hub.commits[BERT]}
+    ]
+    vbench_scores.check_ready("scene", dest)  # weights and BERT in place: no stop
+    env = vbench_scores.offline_env(dest)
+    assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_CACHE"] == str(dest / "hub")
+    from huggingface_hub import snapshot_download
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    folder = snapshot_download("bert-base-uncased", cache_dir=str(dest / "hub"), local_files_only=True)
+    assert (Path(folder) / "vocab.txt").read_text() == "[PAD]\n[UNK]\n"

@@ -4,14 +4,14 @@
 import re
 
 from vpo.config.resolve import reward_spec
-from vpo.core.suites import suite_dimension, weight_files
+from vpo.core.suites import needs_downloads, suite_dimension
 
 EVAL = CFG["eval"]
 VBENCH = EVAL["vbench"]
 SUITES = {suite_dimension(s): s for s in EVAL["suites"]}
 # provision_vbench's manifest, when a configured dimension loads weights (temporal_flickering does not).
 VBENCH_MANIFEST = (
-    [os.path.join(VBENCH["weights"], "vpo-manifest.json")] if any(weight_files(d) for d in SUITES) else []
+    [os.path.join(VBENCH["weights"], "vpo-manifest.json")] if any(needs_downloads(d) for d in SUITES) else []
 )
 
 
@@ -234,7 +234,7 @@ if VBENCH_MANIFEST:
             "results/benchmarks/provision/vbench.tsv"
         threads: 1
         conda:
-            "../../envs/core.yaml"
+            "../../envs/llm.yaml"  # huggingface_hub, as the hub models' provision rules
         shell:
             "python -m vpo.models.vbench_weights --dimensions {params.dimensions:q} --dest {params.dest:q}"
             " {params.mirror:q} --manifest {output.manifest:q} > {log:q} 2>&1"

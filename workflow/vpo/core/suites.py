@@ -91,6 +91,13 @@ VBENCH_WEIGHTS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "temporal_style": (_VICLIP,),
     "overall_consistency": (_VICLIP,),
 }
+# Hub models a dimension's scorer loads by name at run time (Tag2Text and GRiT read BERT's tokenizer, and
+# Tag2Text its config, as `bert-base-uncased`): provisioned into `<weights>/hub`, read offline by the jobs.
+BERT = "google-bert/bert-base-uncased"
+BERT_LEGACY_NAME = "bert-base-uncased"  # the name VBench's code asks for
+VBENCH_HUB_MODELS = {
+    d: (BERT,) for d in ("scene", "object_class", "multiple_objects", "color", "spatial_relationship")
+}
 # Python packages a dimension's scorer imports beyond vbench's own requirements (envs/vbench.yaml lists them).
 VBENCH_EXTRA_IMPORTS = {
     d: ("detectron2",) for d in ("object_class", "multiple_objects", "color", "spatial_relationship")
@@ -161,6 +168,11 @@ def vbench_entry(position: int) -> dict:
 
 def weight_files(dimension: str) -> tuple[tuple[str, str | None], ...]:
     return VBENCH_WEIGHTS.get(dimension, ())
+
+
+def needs_downloads(dimension: str) -> bool:
+    """Whether the dimension's scorer loads anything that rule provision_vbench must fetch first."""
+    return bool(weight_files(dimension) or VBENCH_HUB_MODELS.get(dimension))
 
 
 def suite_dimension(name: str) -> str:

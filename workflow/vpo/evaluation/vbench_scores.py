@@ -24,13 +24,39 @@ from typing import Any
 from vpo.core.ids import normalize_text
 from vpo.core.io import read_many, read_records, write_json
 from vpo.core.stage import job_report, setup
-from vpo.core.suites import VBENCH_EXTRA_IMPORTS, vbench_entry, weight_files
+from vpo.core.suites import (
+    BERT_LEGACY_NAME,
+    VBENCH_EXTRA_IMPORTS,
+    VBENCH_HUB_MODELS,
+    vbench_entry,
+    weight_files,
+)
+from vpo.models.provision import repo_folder
+
+HUB_FOLDER = "hub"  # vpo.models.vbench_weights puts the hub models the scorers load by name there
 
 log = logging.getLogger(__name__)
 
 
 def missing_weights(dimension: str, weights: Path) -> list[str]:
-    return [path for path, _ in weight_files(dimension) if not (weights / path).is_file()]
+    files = [path for path, _ in weight_files(dimension) if not (weights / path).is_file()]
+    if VBENCH_HUB_MODELS.get(dimension):  # loaded as `bert-base-uncased`, from the main branch
+        snapshot = Path(HUB_FOLDER) / repo_folder(BERT_LEGACY_NAME) / "snapshots" / "main"
+        files += [] if (weights / snapshot).is_dir() else [str(snapshot)]
+    return files
+
+
+def offline_env(weights: Path) -> dict[str, str]:
+    """VBench's cache folder, and the hub cache of the models its scorers load by name, read offline."""
+    hub = str(weights / HUB_FOLDER)
+    return {
+        "VBENCH_CACHE_DIR": str(weights),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_CACHE": hub,
+        "HUGGINGFACE_HUB_CACHE": hub,  # the name transformers 4.33 (envs/vbench.yaml) reads
+        "TRANSFORMERS_CACHE": hub,
+    }
 
 
 def check_ready(dimension: str, weights: Path) -> None:
@@ -131,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     weights = Path(args.weights).resolve()
     report = job_report("eval_vbench", args, [args.queries, *args.videos, args.manifest])
     check_ready(dimension, weights)
-    os.environ["VBENCH_CACHE_DIR"] = str(weights)  # vbench reads it when imported
+    os.environ.update(offline_env(weights))  # read when vbench and transformers are imported
     from vpo.core.devices import resolve_device
 
     device = resolve_device(args.device, "eval.vbench device")

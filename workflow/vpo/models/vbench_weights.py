@@ -5,8 +5,10 @@ Rule provision_vbench runs this where the workflow starts (it has network; compu
 the hub models' provision rules. A file already in the folder is kept, not fetched again. Files come from
 where VBench itself fetches them, or from `<mirror>/<path>` with `--mirror`. A download lands in a
 `.part` file and is renamed only when complete, so an interrupted run leaves no half file under the
-final name. The manifest (every file's path, source, size and sha256) is the rule's output and the DAG
-input of every eval_vbench job.
+final name. Hub models that a scorer loads by name (BERT, for Tag2Text and GRiT) are provisioned like the
+workflow's own hub models (`vpo.models.provision`, HF_ENDPOINT for a mirror) into `<dest>/hub`, with the
+name VBench's code asks for linked to the repo's current id. The manifest (every file's path, source, size
+and sha256, and each hub model's commit) is the rule's output and the DAG input of every eval_vbench job.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from typing import Any
 
 from vpo.core.io import write_json
 from vpo.core.stage import setup_logging
-from vpo.core.suites import weight_files
+from vpo.core.suites import BERT, BERT_LEGACY_NAME, VBENCH_HUB_MODELS, weight_files
+from vpo.models.provision import provision as provision_hub_model
+from vpo.models.provision import repo_folder
+
+HUB_FOLDER = "hub"  # under the weights folder: a hub cache of the models the scorers load by name
+LEGACY_NAMES = {BERT: BERT_LEGACY_NAME}
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -82,6 +89,23 @@ def provision(dimensions: list[str], dest: Path, mirror: str | None) -> list[dic
     return entries
 
 
+def provision_hub_models(dimensions: list[str], dest: Path) -> list[dict[str, Any]]:
+    """Each hub model the dimensions load by name, at its main branch (resolved once and kept in this cache),
+    with the name VBench asks for linked to it."""
+    repos = sorted({repo for d in dimensions for repo in VBENCH_HUB_MODELS.get(d, ())})
+    cache = dest / HUB_FOLDER
+    entries = []
+    for repo in repos:
+        manifest = provision_hub_model(repo, "main", cache)
+        legacy = LEGACY_NAMES.get(repo)
+        if legacy:
+            link = cache / repo_folder(legacy)
+            if not link.is_symlink():
+                link.symlink_to(repo_folder(repo), target_is_directory=True)  # relative: the folder may move
+        entries.append({"repo": repo, "loaded_as": legacy or repo, "commit": manifest["commit"]})
+    return entries
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vpo.models.vbench_weights", description=__doc__)
     p.add_argument("--dimensions", nargs="+", required=True, help="VBench dimensions to be scored")
@@ -94,8 +118,10 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
     args = make_parser().parse_args(argv)
-    entries = provision(args.dimensions, Path(args.dest), args.mirror or None)
-    write_json(args.manifest, {"dimensions": sorted(args.dimensions), "files": entries})
+    dest = Path(args.dest)
+    entries = provision(args.dimensions, dest, args.mirror or None)
+    hub = provision_hub_models(args.dimensions, dest)
+    write_json(args.manifest, {"dimensions": sorted(args.dimensions), "files": entries, "hub_models": hub})
     log.info("%d weight files for %s in %s", len(entries), ", ".join(args.dimensions), args.dest)
 
 
