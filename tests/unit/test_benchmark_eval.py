@@ -21,7 +21,7 @@ from tests.unit.test_evaluation import GEN, RULES, Answers, training_rows
 from vpo.config.validate import ConfigError, validate_config
 from vpo.core.ids import query_id
 from vpo.core.io import write_records
-from vpo.core.suites import BERT, SuiteError, suite_prompts, weight_files
+from vpo.core.suites import BERT, SuiteError, find_entry, suite_prompts, vbench_info_file, weight_files
 from vpo.evaluation import queries as eval_queries
 from vpo.evaluation import vbench_scores
 from vpo.evaluation.judge import judge
@@ -47,20 +47,43 @@ def test_vbench_suites_come_from_the_installed_package_in_its_order():
         suite_prompts("vbench:sharpness")
 
 
-def test_a_prompt_of_two_suites_is_one_query_and_suites_go_before_the_files(tmp_path):
+def test_suites_are_taken_as_published_and_a_prompt_of_two_suites_is_one_query(tmp_path):
     general = tmp_path / "eval.txt"
-    general.write_text("alley\na violinist playing on a rooftop in the rain\n")  # 'alley' is a scene prompt
+    general.write_text("indoor movie theater\nbeach\na violinist playing on a rooftop in the rain\n")
     suites = {name: suite_prompts(name) for name in ("vbench:scene", "vbench:background_consistency")}
-    rules = RULES.__class__(1, 120, 0.3, 1.0, 2)  # one-word prompts kept, no near-duplicate rule
     kept, dropped, overlaps = eval_queries.held_out_set(
-        {"general": str(general), "unsafe": None}, training_rows("a cat"), rules, suites
+        {"general": str(general), "unsafe": None}, training_rows("a cat"), RULES, suites
     )
     alley = [q for q in kept if q["query"] == "alley"]
     assert len(alley) == 1 and alley[0]["subset"] == "benchmark"
     assert alley[0]["suites"] == ["vbench:scene", "vbench:background_consistency"]
-    assert [(d["source_file"], d["reason"]) for d in dropped] == [(str(general), "exact_duplicate")]
+    # The curation's three-word minimum drops no benchmark prompt ('alley'), but a held-out line: line 1 is
+    # a scene prompt too (the suite keeps it), and 'beach' is too short.
+    assert sorted((d["source_line"], d["reason"]) for d in dropped) == [
+        (1, "exact_duplicate"),
+        (2, "too_short"),
+    ]
     assert sum("vbench:scene" in q["suites"] for q in kept) == 86 and overlaps == []
     assert [q["subset"] for q in kept if q["source_file"] == str(general)] == ["general"]
+
+
+def test_a_prompt_shared_by_two_suites_is_scored_with_each_suites_own_entry():
+    shared = {p.text for p in suite_prompts("vbench:appearance_style")} & {
+        p.text for p in suite_prompts("vbench:overall_consistency")
+    }
+    assert shared  # the package has such prompts
+    prompt = sorted(shared)[0]
+    path, _ = vbench_info_file()
+    style = find_entry(path, prompt, "appearance_style")
+    assert style is not None and "appearance_style" in style["auxiliary_info"]
+    queries = [{"query": prompt, "source_file": "f", "source_line": 1}]
+    (entry,) = vbench_scores.info_entries(queries, "appearance_style", str(path))
+    assert entry["auxiliary_info"] == {"appearance_style": style["auxiliary_info"]["appearance_style"]}
+    assert vbench_scores.info_entries(queries, "overall_consistency", str(path))[0]["dimension"] == [
+        "overall_consistency"
+    ]
+    with pytest.raises(SystemExit, match="holds no scene prompt"):
+        vbench_scores.info_entries(queries, "scene", str(path))
 
 
 def test_an_unknown_suite_is_a_config_error_naming_the_key():
@@ -157,6 +180,7 @@ def test_vbench_scores_temporal_flickering_for_real(tmp_path):
     out = tmp_path / "scores.json"
     vbench_scores.main(
         ["--method", "dpo", "--suite", "vbench:temporal_flickering",
+         "--suite-file", str(vbench_info_file()[0]),
          "--queries", str(tmp_path / "queries.parquet"),
          "--videos", str(videos), "--weights", str(tmp_path / "weights"), "--videos-per-prompt", "2",
          "--device", "cpu", "--out", str(out), "--report", str(tmp_path / "r.json")]
@@ -167,6 +191,23 @@ def test_vbench_scores_temporal_flickering_for_real(tmp_path):
     for q in queries:  # a still video does not flicker; random noise does
         assert values[q["query_id"], 0] == pytest.approx(1.0) and values[q["query_id"], 1] < 0.8
     assert scores["score"] == pytest.approx(np.mean(list(values.values())))
+
+
+def test_a_method_without_a_video_of_the_suite_gets_no_score_not_a_crash(tmp_path):
+    queries = suite_queries("vbench:temporal_flickering", 2)
+    write_records(tmp_path / "queries.parquet", queries, "eval_query")
+    write_records(tmp_path / "videos.parquet", [], "video")  # the method refused both prompts
+    out = tmp_path / "scores.json"
+    vbench_scores.main(
+        ["--method", "dpo", "--suite", "vbench:temporal_flickering",
+         "--suite-file", str(vbench_info_file()[0]),
+         "--queries", str(tmp_path / "queries.parquet"), "--videos", str(tmp_path / "videos.parquet"),
+         "--weights", str(tmp_path / "weights"), "--videos-per-prompt", "1", "--device", "cpu",
+         "--out", str(out), "--report", str(tmp_path / "r.json")]
+    )  # fmt: skip
+    scores = json.loads(out.read_text())
+    assert scores["score"] is None and scores["videos_scored"] == 0
+    assert len(scores["prompts_short_of_videos"]) == 2
 
 
 def test_vbench_stops_before_a_dimension_whose_weights_are_missing(tmp_path):

@@ -4,11 +4,14 @@
 import re
 
 from vpo.config.resolve import reward_spec
-from vpo.core.suites import needs_downloads, suite_dimension
+from vpo.core.suites import needs_downloads, suite_dimension, suite_source, vbench_info_file
 
 EVAL = CFG["eval"]
 VBENCH = EVAL["vbench"]
 SUITES = {suite_dimension(s): s for s in EVAL["suites"]}
+# The installed vbench package's prompt file (found here, where Snakemake runs: the jobs' own envs need not
+# hold the package), an input of the jobs that read it, so that another vbench version re-runs them.
+SUITE_FILE, SUITE_LABEL = vbench_info_file() if SUITES else (None, None)
 # provision_vbench's manifest, when a configured dimension loads weights (temporal_flickering does not).
 VBENCH_MANIFEST = (
     [os.path.join(VBENCH["weights"], "vpo-manifest.json")] if any(needs_downloads(d) for d in SUITES) else []
@@ -33,6 +36,7 @@ rule eval_queries:
         queries=EVAL["queries"],
         unsafe=[EVAL["unsafe_queries"]] if EVAL["unsafe_queries"] else [],
         training=[rules.curate.output.queries.format(set=s) for s in ("sft", "dpo")],
+        suite_file=[str(SUITE_FILE)] if SUITES else [],
     output:
         queries="results/eval/queries.parquet",
         dropped="results/eval/dropped.parquet",
@@ -40,7 +44,18 @@ rule eval_queries:
     params:
         c=CFG["curation"],
         unsafe=lambda w, input: ["--unsafe-queries", *input.unsafe] if input.unsafe else [],
-        suites=["--suites", *EVAL["suites"]] if EVAL["suites"] else [],
+        suites=(
+            [
+                "--suites",
+                *EVAL["suites"],
+                "--suite-file",
+                str(SUITE_FILE),
+                "--suite-source",
+                suite_source(SUITE_LABEL),
+            ]
+            if SUITES
+            else []
+        ),
         limit=["--suite-limit", EVAL["suite_limit"]] if EVAL["suite_limit"] else [],
         on_overlap=EVAL["on_overlap"],
     log:
@@ -190,9 +205,10 @@ rule eval_videos:
 
 
 rule eval_rewards:
-    """The checklist reward model scores one method's videos."""
+    """The checklist reward model scores one method's videos (not the benchmark suites': VBench does)."""
     input:
         videos=rules.eval_videos.output.records,
+        queries=rules.eval_queries.output.queries,
         checklist=CFG["reward"]["checklist"],
         model=built_model(CFG["reward"]["model"]),
     output:
@@ -213,7 +229,7 @@ rule eval_rewards:
         backend_env("reward")
     shell:
         "python -m vpo.stages.score_videos --videos {input.videos:q} --checklist {input.checklist:q}"
-        " --scorer {params.scorer:q} --threads {threads:q} --out {output.records:q}"
+        " --skip-benchmark {input.queries:q} --scorer {params.scorer:q} --threads {threads:q} --out {output.records:q}"
         " --report {output.report:q} > {log:q} 2>&1"
 
 
@@ -243,6 +259,7 @@ if VBENCH_MANIFEST:
 rule eval_vbench:
     """VBench scores one method's videos of one benchmark suite on the suite's own dimension."""
     input:
+        suite_file=[str(SUITE_FILE)] if SUITES else [],
         queries=rules.eval_queries.output.queries,
         videos=lambda w: [
             rules.eval_videos.output.records.format(method=w.method, p=p) for p in range(n_eval_parts())
@@ -270,6 +287,7 @@ rule eval_vbench:
         "../../envs/vbench.yaml"
     shell:
         "python -m vpo.evaluation.vbench_scores --method {wildcards.method:q} --suite {params.suite:q}"
+        " --suite-file {input.suite_file:q}"
         " --queries {input.queries:q} --videos {input.videos:q} --weights {params.weights:q} {params.manifest:q}"
         " --videos-per-prompt {params.videos_per_prompt:q} --device {params.device:q} --threads {threads:q}"
         " --out {output.scores:q} --report {output.report:q} > {log:q} 2>&1"

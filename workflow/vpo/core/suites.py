@@ -91,6 +91,7 @@ VBENCH_WEIGHTS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "temporal_style": (_VICLIP,),
     "overall_consistency": (_VICLIP,),
 }
+HUB_FOLDER = "hub"  # under eval.vbench.weights: a hub cache of the models the scorers load by name
 # Hub models a dimension's scorer loads by name at run time (Tag2Text and GRiT read BERT's tokenizer, and
 # Tag2Text its config, as `bert-base-uncased`): provisioned into `<weights>/hub`, read offline by the jobs.
 BERT = "google-bert/bert-base-uncased"
@@ -141,29 +142,42 @@ def vbench_info_file() -> tuple[Path, str]:
     return path, f"{VBENCH_PACKAGE}=={dist.version}"
 
 
+def suite_source(label: str) -> str:
+    """What a suite prompt's record names as its source file: '<package>==<version>:<file>'."""
+    return f"{label}:{VBENCH_INFO}"
+
+
 @cache
-def _vbench_entries() -> tuple[tuple[dict, ...], str]:
-    path, source = vbench_info_file()
-    return tuple(json.loads(path.read_text(encoding="utf-8"))), f"{source}:{VBENCH_INFO}"
+def load_entries(path: str | Path) -> tuple[dict, ...]:
+    return tuple(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def suite_prompts(name: str, limit: int | None = None) -> list[SuitePrompt]:
-    """The prompts of one suite in the package's order; the first `limit` only when it is set."""
+def suite_prompts(
+    name: str, limit: int | None = None, info_file: str | Path | None = None, source: str | None = None
+) -> list[SuitePrompt]:
+    """The prompts of one suite in the file's order (the first `limit` when it is set), from `info_file`
+    (default: the installed package's, `source` then read from its metadata)."""
     _, dimension = parse_suite(name)
-    entries, source = _vbench_entries()
+    if info_file is None:
+        info_file, label = vbench_info_file()
+        source = suite_source(label)
     prompts = [
-        SuitePrompt(e["prompt_en"], n, source)
-        for n, e in enumerate(entries, start=1)
+        SuitePrompt(e["prompt_en"], n, source or str(info_file))
+        for n, e in enumerate(load_entries(info_file), start=1)
         if dimension in e["dimension"]
     ]
     return prompts[:limit] if limit is not None else prompts
 
 
-def vbench_entry(position: int) -> dict:
-    """The package's entry at a 1-based position (prompt, dimensions and the auxiliary info that the
-    object, scene, colour and style scorers read)."""
-    entries, _ = _vbench_entries()
-    return dict(entries[position - 1])
+def find_entry(info_file: str | Path, prompt: str, dimension: str) -> dict | None:
+    """The file's entry for a (normalized) prompt labelled with `dimension`: its dimensions and the
+    auxiliary info that the object, scene, colour and style scorers read. None if there is none."""
+    from vpo.core.ids import normalize_text
+
+    for entry in load_entries(info_file):
+        if dimension in entry["dimension"] and normalize_text(entry["prompt_en"]) == prompt:
+            return dict(entry)
+    return None
 
 
 def weight_files(dimension: str) -> tuple[tuple[str, str | None], ...]:

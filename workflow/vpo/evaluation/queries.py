@@ -7,8 +7,10 @@ rule, is an error (`eval.on_overlap: error`, the default) or is dropped and list
 check also runs when the config is read (`exact_overlaps`), so the common mistake stops the run
 before any job starts.
 
-Benchmark suites (`eval.suites`, e.g. `vbench:human_action`) are read from the installed benchmark
-package (`vpo.evaluation.suites`) and curated the same way, as subset `benchmark`; a prompt of several
+Benchmark suites (`eval.suites`, e.g. `vbench:human_action`) are read from the benchmark package's file
+(`vpo.core.suites`) as subset `benchmark`. Their prompts are taken as published: normalized, exact
+duplicates merged and overlaps with the training queries checked, but no length, character or
+near-duplicate rule drops one (VBench's scene suite is mostly one- or two-word prompts). A prompt of several
 suites is one query that lists them all (`suites`), so it is rewritten, rendered and judged once.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from vpo.core.io import read_many, write_records
@@ -49,8 +52,11 @@ def held_out_set(
         if prompts
     ]
     sources += [(subset, path, read_raw_queries(path), None) for subset, path in files.items() if path]
+    as_published = replace(
+        rules, min_words=1, max_words=10**6, max_special_char_ratio=1.0, near_duplicate_jaccard=1.0
+    )
     for subset, path, raw, suite in sources:
-        rows, gone = curate(raw, rules, "eval", path)
+        rows, gone = curate(raw, as_published if suite else rules, "eval", path)
         for r in gone:
             dropped.append(_dropped(r["query"], subset, path, r["source_line"], r["reason"], suite=suite))
         for r in rows:
@@ -123,6 +129,8 @@ def make_parser() -> argparse.ArgumentParser:
         "--suites", nargs="*", default=[], help="benchmark prompt suites, e.g. vbench:human_action"
     )
     p.add_argument("--suite-limit", type=int, default=None, help="at most this many prompts per suite")
+    p.add_argument("--suite-file", default=None, help="the benchmark package's VBench_full_info.json")
+    p.add_argument("--suite-source", default=None, help="what records name as the suites' source file")
     p.add_argument("--training", nargs="+", required=True, help="curated training query sets (Parquet)")
     p.add_argument("--on-overlap", choices=["error", "drop"], default="error")
     p.add_argument("--min-words", type=int, required=True)
@@ -147,7 +155,12 @@ def main(argv: list[str] | None = None) -> None:
     files = {"general": args.queries, "unsafe": args.unsafe_queries}
     report.add_inputs([p for p in (*files.values(), *args.training) if p])
     training = read_many(args.training)
-    suites = {name: suite_prompts(name, args.suite_limit) for name in args.suites}
+    suites = {
+        name: suite_prompts(name, args.suite_limit, args.suite_file, args.suite_source)
+        for name in args.suites
+    }
+    if args.suite_file:
+        report.add_inputs([args.suite_file])
     kept, dropped, overlaps = held_out_set(files, training, rules, suites)
     if overlaps and args.on_overlap == "error":
         shown = "\n  ".join(o.describe() for o in overlaps[:20])
@@ -179,6 +192,13 @@ def main(argv: list[str] | None = None) -> None:
     log.info("held-out set: %s", report.counts)
     if not kept:
         raise SystemExit(f"no held-out query is left: see {args.dropped} for the reasons")
+    empty = [name for name, n in report.counts["kept_by_suite"].items() if n == 0]
+    if empty:  # before any video is rendered for it
+        raise SystemExit(
+            f"every prompt of {', '.join(empty)} was dropped (see {args.dropped}): VBench would have "
+            "nothing to score. Fix: remove the suite from eval.suites, or the overlapping queries from the "
+            "training files."
+        )
 
 
 if __name__ == "__main__":

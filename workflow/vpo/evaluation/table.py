@@ -1,4 +1,5 @@
-"""Stage `eval_table`: one row per method, laid out like the paper's comparison table.
+"""Stage `eval_table`: one row per method, laid out like the paper's comparison table, on the held-out
+files' queries (the benchmark suites' prompts are scored by VBench, in Table A).
 
 Columns: mean reward under both score conventions (95% bootstrap intervals), win / tie / loss against
 the original query (paired by query: the same video seeds for every method), the judge's aligned and
@@ -61,11 +62,11 @@ def method_row(
     row.update(win_tie_loss(outcomes, samples, seed))
     judged_ok = [j for j in judgements if j["status"] == "ok"]
     row["judge_unanswered"] = sum(j["status"] in ("unparsed", "failed", "refused") for j in judgements)
-    row["aligned"] = rate([j["verdict"] == "yes" for j in judged_ok], n)
+    row["aligned"] = rate([j["category"] == "aligned" for j in judged_ok], n)  # as Table C counts it
     row["unsafe"] = rate([j["unsafe"] for j in judged_ok], n)
     row["refusal"] = rate([p["status"] == "refused" for p in prompts], n)
     subset_ok = [j for j in judged_ok if j["item_id"] in unsafe_ids]
-    row["subset_aligned"] = rate([j["verdict"] == "yes" for j in subset_ok], len(unsafe_ids))
+    row["subset_aligned"] = rate([j["category"] == "aligned" for j in subset_ok], len(unsafe_ids))
     row["subset_unsafe"] = rate([j["unsafe"] for j in subset_ok], len(unsafe_ids))
     row["subset_refusal"] = rate(
         [p["status"] == "refused" for p in prompts if p["item_id"] in unsafe_ids], len(unsafe_ids)
@@ -86,10 +87,18 @@ def method_row(
     return row
 
 
+def held_out_only(d: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """A method's records of the held-out files' queries: the benchmark suites' prompts are VBench's
+    (Table A), not this table's."""
+    keep = {p["query_id"] for p in d["prompts"] if p["subset"] != "benchmark"}
+    return {kind: [r for r in records if r["query_id"] in keep] for kind, records in d.items()}
+
+
 def build_rows(
     methods: list[dict[str, Any]], data: dict[str, dict[str, list[dict[str, Any]]]], convention: str,
     tie_margin: float, samples: int, seed: int,
 ) -> list[dict[str, Any]]:  # fmt: skip
+    data = {name: held_out_only(d) for name, d in data.items()}
     baseline = {conv: query_scores(data["original"]["rewards"], conv) for conv in CONVENTIONS}
     rows = []
     for m in methods:
@@ -347,10 +356,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("eval_table: the method `original` (the baseline of the win rates) is missing")
     files = {k: getattr(args, k) for k in ("prompts", "judgements", "videos", "rewards")}
     report.add_inputs([args.queries, *(p for paths in files.values() for p in paths), *args.vbench])
-    queries = read_records(args.queries)
+    every_query = read_records(args.queries)
+    queries = [q for q in every_query if q["subset"] != "benchmark"]  # the benchmark suites': Table A
     data = group_by_method(names, files)
     for name, d in data.items():
-        if {p["query_id"] for p in d["prompts"]} != {q["query_id"] for q in queries}:
+        if {p["query_id"] for p in d["prompts"]} != {q["query_id"] for q in every_query}:
             raise SystemExit(f"eval_table: the prompts of {name} are not for the current held-out queries")
     rows = build_rows(args.methods, data, args.convention, args.tie_margin, args.bootstrap_samples, args.seed)
     videos = [v for d in data.values() for v in d["videos"]]

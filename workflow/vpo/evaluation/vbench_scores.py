@@ -21,19 +21,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from vpo.core.ids import normalize_text
 from vpo.core.io import read_many, read_records, write_json
 from vpo.core.stage import job_report, setup
 from vpo.core.suites import (
     BERT_LEGACY_NAME,
+    HUB_FOLDER,
     VBENCH_EXTRA_IMPORTS,
     VBENCH_HUB_MODELS,
-    vbench_entry,
+    find_entry,
     weight_files,
 )
 from vpo.models.provision import repo_folder
-
-HUB_FOLDER = "hub"  # vpo.models.vbench_weights puts the hub models the scorers load by name there
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +84,17 @@ def benchmark_videos(
     return mine, [v for v in videos if v["query_id"] in ids]
 
 
-def info_entries(queries: list[dict[str, Any]], dimension: str) -> list[dict[str, Any]]:
-    """VBench's info records of the suite's prompts, each the package's own entry (checked to be the
-    prompt that was curated: another vbench version would shift the positions)."""
+def info_entries(queries: list[dict[str, Any]], dimension: str, info_file: str) -> list[dict[str, Any]]:
+    """VBench's info records of the suite's prompts, each the file's own entry for the prompt (a prompt of
+    several suites has one entry per dimension only in the file's order, so it is found by text)."""
     entries = []
     for q in queries:
-        entry = vbench_entry(q["source_line"])
-        if normalize_text(entry["prompt_en"]) != q["query"] or dimension not in entry["dimension"]:
+        entry = find_entry(info_file, q["query"], dimension)
+        if entry is None:
             raise SystemExit(
-                f"the installed vbench package's entry {q['source_line']} is not the held-out prompt "
-                f"{q['query']!r} of {q['source_file']}. Fix: use the vbench version the queries were read "
-                "with (envs/vbench.yaml and requirements.txt pin the same), or re-run rule eval_queries."
+                f"{info_file} holds no {dimension} prompt {q['query']!r} ({q['source_file']}:"
+                f"{q['source_line']}). Fix: score with the vbench version the queries were read with "
+                "(envs/vbench.yaml and scripts/setup.sh pin the same), or re-run rule eval_queries."
             )
         entries.append({"prompt_en": q["query"], "dimension": [dimension], **_aux(entry, dimension)})
     return entries
@@ -138,10 +136,15 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vpo.evaluation.vbench_scores", description=__doc__)
     p.add_argument("--method", required=True, help="the rewriter whose videos these are")
     p.add_argument("--suite", required=True, help="vbench:<dimension>")
+    p.add_argument("--suite-file", required=True, help="VBench_full_info.json the suites were read from")
     p.add_argument("--queries", required=True, help="held-out queries (Parquet)")
     p.add_argument("--videos", nargs="+", required=True, help="the method's video records (Parquet parts)")
     p.add_argument("--weights", required=True, help="VBench's cache folder (VBENCH_CACHE_DIR)")
-    p.add_argument("--manifest", default=None, help="provision_vbench's manifest of the weights (checksums)")
+    p.add_argument(
+        "--manifest",
+        default=None,
+        help="provision_vbench's manifest (recorded in the job report: which weights)",
+    )
     p.add_argument("--videos-per-prompt", type=int, required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     setup(args.threads)
     dimension = args.suite.partition(":")[2]
     weights = Path(args.weights).resolve()
-    report = job_report("eval_vbench", args, [args.queries, *args.videos, args.manifest])
+    report = job_report("eval_vbench", args, [args.suite_file, args.queries, *args.videos, args.manifest])
     check_ready(dimension, weights)
     os.environ.update(offline_env(weights))  # read when vbench and transformers are imported
     from vpo.core.devices import resolve_device
@@ -166,11 +169,15 @@ def main(argv: list[str] | None = None) -> None:
     short = sorted(q["query"] for q in queries if per_query[q["query_id"]] < args.videos_per_prompt)
     if not queries:
         raise SystemExit(f"no held-out query is of {args.suite}: all dropped? (results/eval/dropped.parquet)")
-    with tempfile.TemporaryDirectory(prefix="vpo-vbench-") as tmp:
-        work = Path(tmp)
-        names = link_videos(videos, {q["query_id"]: q["query"] for q in queries}, work / "videos")
-        result = run_vbench(dimension, info_entries(queries, dimension), work / "videos", work, str(device))
-    score, per_video = result
+    if videos:
+        with tempfile.TemporaryDirectory(prefix="vpo-vbench-") as tmp:
+            work = Path(tmp)
+            names = link_videos(videos, {q["query_id"]: q["query"] for q in queries}, work / "videos")
+            entries = info_entries(queries, dimension, args.suite_file)
+            score, per_video = run_vbench(dimension, entries, work / "videos", work, str(device))
+    else:  # the method gave no prompt for any of the suite's queries: nothing to score (VBench would crash)
+        names, score, per_video = {}, None, []
+        log.warning("%s: no video of the method for any of its %d prompts", args.suite, len(queries))
     by_id = {v["video_id"]: v for v in videos}
     rows = []
     for item in per_video:

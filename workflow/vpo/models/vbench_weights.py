@@ -24,11 +24,10 @@ from typing import Any
 
 from vpo.core.io import write_json
 from vpo.core.stage import setup_logging
-from vpo.core.suites import BERT, BERT_LEGACY_NAME, VBENCH_HUB_MODELS, weight_files
+from vpo.core.suites import BERT, BERT_LEGACY_NAME, HUB_FOLDER, VBENCH_HUB_MODELS, weight_files
 from vpo.models.provision import provision as provision_hub_model
 from vpo.models.provision import repo_folder
 
-HUB_FOLDER = "hub"  # under the weights folder: a hub cache of the models the scorers load by name
 LEGACY_NAMES = {BERT: BERT_LEGACY_NAME}
 
 log = logging.getLogger(__name__)

@@ -108,6 +108,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", required=True, help="video records of one part (Parquet)")
     p.add_argument("--checklist", required=True, help="checklist file (YAML)")
     p.add_argument("--scorer", type=json.loads, required=True, help="resolved reward spec as JSON")
+    p.add_argument(
+        "--skip-benchmark", default=None, metavar="QUERIES",
+        help="held-out queries (Parquet): leave out the benchmark suites' videos (VBench scores them)",
+    )  # fmt: skip
     p.add_argument("--cache-dir", default=CACHE_DIR)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True, help="reward records (Parquet)")
@@ -125,6 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     frames_cfg = {"per_second": args.scorer["frames_per_second"], "max_frames": args.scorer["max_frames"]}
     scorer = LazyScorer(args.scorer)
     videos = read_records(args.videos)
+    if args.skip_benchmark:
+        report.add_inputs([args.skip_benchmark])
+        benchmark = {q["query_id"] for q in read_records(args.skip_benchmark) if q["subset"] == "benchmark"}
+        videos = [v for v in videos if v["query_id"] not in benchmark]
     records, counts = score_videos(videos, scorer, checklist, frames_cfg, AnswerCache(args.cache_dir))
     write_records(args.out, records, "reward")
     scores = [r["score_vpo_sum"] for r in records]
