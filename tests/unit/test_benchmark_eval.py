@@ -227,8 +227,9 @@ def test_vbench_stops_before_a_dimension_whose_weights_are_missing(tmp_path):
 
 
 @pytest.fixture()
-def mirror(tmp_path):
+def mirror(tmp_path, monkeypatch):
     """A local HTTP server holding VBench's weight files in its layout (one byte string per file)."""
+    monkeypatch.setenv("VPO_CACHE_DIR", str(tmp_path / "vpo-cache"))  # the checksums' memo
     root = tmp_path / "mirror"
     for dimension in ("appearance_style", "human_action"):
         for path, _ in weight_files(dimension):
@@ -278,6 +279,7 @@ def test_the_hub_model_a_scorer_loads_by_name_is_provisioned_under_that_name(tmp
     (bert / "vocab.txt").write_text("[PAD]\n[UNK]\n")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("VPO_CACHE_DIR", str(tmp_path / "vpo-cache"))
     dest, manifest = tmp_path / "weights", tmp_path / "manifest.json"
     with FixtureHub({BERT: bert}) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)

@@ -14,7 +14,6 @@ and sha256, and each hub model's commit) is the rule's output and the DAG input 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import shutil
 import urllib.error
@@ -22,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from vpo.core.fingerprints import sha256_file_memoized
 from vpo.core.io import write_json
 from vpo.core.stage import setup_logging
 from vpo.core.suites import BERT, BERT_LEGACY_NAME, HUB_FOLDER, VBENCH_HUB_MODELS, weight_files
@@ -40,14 +40,6 @@ def needed_files(dimensions: list[str]) -> dict[str, str | None]:
     for dimension in dimensions:
         files.update(dict(weight_files(dimension)))
     return files
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download(url: str, target: Path, timeout: float = 60.0) -> None:
@@ -83,7 +75,12 @@ def provision(dimensions: list[str], dest: Path, mirror: str | None) -> list[dic
             log.info("%s: downloading from %s", path, source)
             download(str(source), target)
         entries.append(
-            {"path": path, "source": source, "size": target.stat().st_size, "sha256": sha256_of(target)}
+            {
+                "path": path,
+                "source": source,
+                "size": target.stat().st_size,
+                "sha256": sha256_file_memoized(target),
+            }
         )
     return entries
 
