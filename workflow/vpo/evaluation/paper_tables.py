@@ -33,6 +33,12 @@ A_NAMES = {
 }  # fmt: skip
 
 
+PAGE_STYLE = (  # the evaluation's HTML tables (this module's and vpo.evaluation.table's)
+    "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}"
+)
+
+
 @dataclass
 class Table:
     title: str
@@ -183,12 +189,8 @@ def as_html(table: Table) -> str:
             cells = [r["method"], *(r[c] for c in table.columns)]
             body += "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in table.notes)
-    style = (
-        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}"
-    )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(table.title)}</title>"
-        f"<style>{style}</style></head><body><h1>{html.escape(table.title)}</h1>"
+        f"<style>{PAGE_STYLE}</style></head><body><h1>{html.escape(table.title)}</h1>"
         f"<table><tr>{head}</tr>{body}</table><ul>{notes}</ul></body></html>\n"
     )

@@ -204,13 +204,9 @@ def html_page(rows: list[dict[str, Any]], context: dict[str, Any]) -> str:
         "<tr>" + "".join(f"<td>{html.escape(cell(r))}</td>" for _, cell in COLUMNS) + "</tr>" for r in rows
     )
     notes = "".join(f"<li>{html.escape(line)}</li>" for line in provenance_lines(rows, context))
-    style = (
-        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}"
-    )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>VPO evaluation</title>"
-        f"<style>{style}</style></head><body><h1>Evaluation on the held-out queries</h1>"
+        f"<style>{paper_tables.PAGE_STYLE}</style></head><body><h1>Evaluation on the held-out queries</h1>"
         f"<table><tr>{head}</tr>{body}</table><p>{html.escape(NOTE)}</p><ul>{notes}</ul></body></html>\n"
     )
 
