@@ -1,6 +1,7 @@
 # VPO workflow: raw queries -> SFT data -> SFT -> sampled candidates -> critiques/refinements and
-# videos -> checklist rewards -> preference pairs (text and video level) -> DPO -> evaluation on
-# held-out queries. Rules are thin; the logic lives in the `vpo` package (workflow/vpo).
+# videos -> checklist rewards -> preference pairs (text and video level) -> DPO, for each preference
+# round and text-to-video target -> evaluation on held-out queries. Rules are thin; the logic lives in
+# the `vpo` package (workflow/vpo).
 import os
 import sys
 
@@ -60,12 +61,11 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        "results/models/dpo",
+        per_round_target(rules.train_dpo.output.model),
+        per_round_target(rules.build_pairs.output.report),
         "results/sft/report.json",
-        "results/dpo/pairs.report.json",
         "results/report/summary.html",
-        ["results/report/videos.html", "results/report/reward_distribution.svg"]
-        if CFG["pairs"]["video"]
-        else [],
-        ["results/eval/table.csv"] if EVALUATE else [],
+        per_round_target(rules.video_report.output.page) if CFG["pairs"]["video"] else [],
+        per_round_target(rules.video_report.output.plot) if CFG["pairs"]["video"] else [],
+        [rules.eval_table.output.csv.format(target=t) for t in TARGETS] if EVALUATE else [],
     default_target: True

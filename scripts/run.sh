@@ -15,10 +15,11 @@ done
 snakemake "${cores[@]}" "$@"
 
 if [[ $# -eq 0 ]]; then
-    echo "The evaluation on held-out queries (results/eval/table.md; tiny models, so the numbers mean nothing):" >&2
-    grep '^|' results/eval/table.md >&2
-    echo "The paper's Tables A and C for this run, beside its reported numbers (results/eval/table_{a,c}.md):" >&2
-    grep '^|' results/eval/table_a.md results/eval/table_c.md --no-filename >&2
+    tables=results/eval/tables/tiny-cogvideox
+    echo "The evaluation on held-out queries ($tables/table.md; tiny models, so the numbers mean nothing):" >&2
+    grep '^|' "$tables/table.md" >&2
+    echo "The paper's Tables A and C for this run, beside its reported numbers ($tables/table_{a,c}.md):" >&2
+    grep '^|' "$tables/table_a.md" "$tables/table_c.md" --no-filename >&2
     echo "The DPO policy rewrites a query:" >&2
-    vpo rewrite "a cute dog on the grass" --model results/models/dpo
+    vpo rewrite "a cute dog on the grass" --model results/models/dpo/round-1/tiny-cogvideox
 fi

@@ -1,6 +1,8 @@
 """The DAG of each scenario a user runs, as jobs per rule from a dry run: the embedded default, without the
 video level, without the evaluation, and config/paper.yaml as shipped (on synthetic query files of a
-known size). A rule file that stops declaring a job, or a scenario that gains one, changes a count here.
+known size); each of the default and paper.yaml also with 2 preference rounds, 2 text-to-video targets,
+and both (rounds × targets: 1×1, 2×1, 1×2, 2×2). A rule file that stops declaring a job, or a scenario
+that gains one, changes a count here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,31 @@ from pathlib import Path
 import pytest
 
 from tests.workflow_run import BASE_JOBS, EVAL_JOBS, REPO, VIDEO_JOBS, jobs_by_rule
+
+DEFAULT = {**BASE_JOBS, **VIDEO_JOBS, **EVAL_JOBS}
+# A second round of the default: it samples, judges, renders, scores, pairs and trains again (one DPO shard),
+# and its checkpoint is one more evaluation method (rewrites, judge, videos, rewards, VBench).
+ROUND_2 = {"sample": 1, "critique": 1, "refine": 1, "generate_videos": 1, "score_videos": 1, "video_pairs": 1,
+           "video_report": 1, "build_pairs": 1, "train_dpo": 1, "eval_prompts": 1, "eval_judge": 1,
+           "eval_videos": 1, "eval_rewards": 1, "eval_vbench": 1}  # fmt: skip
+# tests/integration/rounds_targets.yaml: tiny Wan as a second target; the evaluation without few-shot and
+# VBench (original, sft and one DPO method per round and target).
+LAYER = (
+    "--configfile",
+    str(REPO / "config/config.yaml"),
+    str(REPO / "tests/integration/rounds_targets.yaml"),
+)
+EVAL_FIXED = {"eval_queries": 1, "eval_original_prompts": 1, "eval_table": 2}  # a table per target
+ROUNDS_TARGETS_BASE = {**BASE_JOBS, **VIDEO_JOBS, **EVAL_FIXED, "build_tiny_wan": 1}
+
+
+def with_counts(base: dict[str, int], *deltas: dict[str, int]) -> dict[str, int]:
+    out = dict(base)
+    for delta in deltas:
+        for rule, n in delta.items():
+            out[rule] = out.get(rule, 0) + n
+    return out
+
 
 # paper.yaml on 1,200 SFT and 1,000 DPO queries at 500 per shard: 3 + 2 shards; 16 videos per job.
 PAPER = {
@@ -78,7 +105,60 @@ def test_default_scenarios(overrides, expected):
 
 
 @pytest.mark.slow
-def test_paper_yaml_as_shipped(tmp_path):
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["--config", "rounds={count: 2}"], with_counts(DEFAULT, ROUND_2)),
+        # 1×2: round 1's text level is shared; each target renders, scores, pairs and trains (+1 each), and
+        # its DPO checkpoint is rewritten and judged once and scored on its own target's videos.
+        (
+            [*LAYER, "--config", "rounds={count: 1}"],
+            with_counts(
+                ROUNDS_TARGETS_BASE,
+                VIDEO_JOBS,
+                {
+                    "critique": 0,
+                    "build_pairs": 1,
+                    "train_dpo": 1,
+                    "eval_prompts": 3,
+                    "eval_judge": 4,
+                    "eval_videos": 6,
+                    "eval_rewards": 6,
+                },
+            ),
+        ),
+        # 2×2: round 2 samples and judges per target (+2 each), and everything after is per (round, target).
+        (
+            [*LAYER],
+            with_counts(
+                ROUNDS_TARGETS_BASE,
+                {
+                    "sample": 2,
+                    "critique": 2,
+                    "refine": 2,
+                    "generate_videos": 3,
+                    "score_videos": 3,
+                    "video_pairs": 3,
+                    "video_report": 3,
+                    "build_pairs": 3,
+                    "train_dpo": 3,
+                    "eval_prompts": 5,
+                    "eval_judge": 6,
+                    "eval_videos": 8,
+                    "eval_rewards": 8,
+                },
+            ),
+        ),
+    ],
+    ids=["2x1", "1x2", "2x2"],
+)
+def test_default_rounds_and_targets(overrides, expected):
+    assert dry_run(REPO, *overrides) == expected
+
+
+@pytest.fixture
+def paper_data(tmp_path: Path) -> Path:
+    """A project folder with synthetic query files of paper.yaml's names and a known size."""
     shutil.copytree(
         REPO / "resources", tmp_path / "resources", ignore=shutil.ignore_patterns("models", "hub*")
     )
@@ -92,4 +172,35 @@ def test_paper_yaml_as_shipped(tmp_path):
         (tmp_path / path).write_text(json.dumps(rows), encoding="utf-8")
     (tmp_path / "data/eval/heldout.txt").write_text("an old train crosses a stone bridge\n" * 30)
     (tmp_path / "data/eval/unsafe.txt").write_text("a riot scene in a burning city\n" * 10)
-    assert dry_run(tmp_path, "--configfile", str(REPO / "config/paper.yaml")) == PAPER
+    return tmp_path
+
+
+# paper.yaml's second round: 2 DPO shards sampled and judged again, 40 more render/score jobs, pairs and
+# DPO again, and one more evaluation method (19 video parts, 4 VBench suites).
+PAPER_ROUND_2 = {"sample": 2, "critique": 2, "refine": 2, "generate_videos": 40, "score_videos": 40,
+                 "video_pairs": 1, "video_report": 1, "build_pairs": 1, "train_dpo": 1, "eval_prompts": 1,
+                 "eval_judge": 1, "eval_videos": 19, "eval_rewards": 19, "eval_vbench": 4}  # fmt: skip
+# config/paper-targets.yaml adds CogVideoX-5B (50 videos per job: twice the render and score jobs; 37 eval
+# parts) with its own DPO checkpoint per round, scored on its videos as are the original, few-shot and SFT.
+PAPER_5B = {"provision_cogvideox_5b": 1, "generate_videos": 80, "score_videos": 80, "video_pairs": 1,
+            "video_report": 1, "build_pairs": 1, "train_dpo": 1, "eval_prompts": 1, "eval_judge": 1,
+            "eval_videos": 4 * 37, "eval_rewards": 4 * 37, "eval_vbench": 16, "eval_table": 1}  # fmt: skip
+PAPER_5B_ROUND_2 = {"sample": 2, "critique": 2, "refine": 2, "generate_videos": 80, "score_videos": 80,
+                    "video_pairs": 1, "video_report": 1, "build_pairs": 1, "train_dpo": 1, "eval_prompts": 1,
+                    "eval_judge": 1, "eval_videos": 37, "eval_rewards": 37, "eval_vbench": 4}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ([], PAPER),
+        (["--config", "rounds={count: 2}"], with_counts(PAPER, PAPER_ROUND_2)),
+        ([str(REPO / "config/paper-targets.yaml")], with_counts(PAPER, PAPER_5B)),
+        ([str(REPO / "config/paper-targets.yaml"), "--config", "rounds={count: 2}"],
+         with_counts(PAPER, PAPER_ROUND_2, PAPER_5B, PAPER_5B_ROUND_2)),
+    ],
+    ids=["1x1-as-shipped", "2x1", "1x2", "2x2"],
+)  # fmt: skip
+def test_paper_yaml_rounds_and_targets(paper_data, extra, expected):
+    assert dry_run(paper_data, "--configfile", str(REPO / "config/paper.yaml"), *extra) == expected

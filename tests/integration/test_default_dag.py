@@ -28,6 +28,12 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 EXPECTED_JOBS = {**BASE_JOBS, **VIDEO_JOBS, **EVAL_JOBS}
+# The default: one preference round, one text-to-video target (named after t2v.model).
+TARGET = "tiny-cogvideox"
+DPO_METHOD = f"dpo-r1-{TARGET}"
+DPO_MODEL = f"results/models/dpo/round-1/{TARGET}"
+PAIRS = f"results/dpo/round-1/{TARGET}/pairs.parquet"
+METHODS = ["original", "fewshot", "sft", DPO_METHOD]
 # A change on the DPO side re-runs the DPO column of the evaluation, and nothing else of it.
 DPO_EVAL = {
     "eval_prompts": 1, "eval_judge": 1, "eval_videos": 1, "eval_rewards": 1, "eval_vbench": 1,
@@ -39,20 +45,22 @@ RECORD_TYPES = {  # output glob -> record schema
     "queries/*/shard-*.parquet": "query",
     "queries/*.dropped.parquet": "dropped_query",
     "sft/drafts/*.parquet": "generation",
-    "dpo/candidates/*.parquet": "generation",
-    "*/critiques/*.parquet": "critique",
-    "*/refinements/*.parquet": "refinement",
+    "dpo/round-*/candidates/*.parquet": "generation",
+    "sft/critiques/*.parquet": "critique",
+    "dpo/round-*/critiques/*.parquet": "critique",
+    "sft/refinements/*.parquet": "refinement",
+    "dpo/round-*/refinements/*.parquet": "refinement",
     "sft/examples.parquet": "sft_example",
-    "dpo/pairs.parquet": "pair",
-    "dpo/videos/*/*.parquet": "video",
-    "dpo/rewards/*/*.parquet": "reward",
-    "dpo/video_pairs.parquet": "pair",
+    "dpo/round-*/*/pairs.parquet": "pair",
+    "dpo/round-*/*/videos/*/*.parquet": "video",
+    "dpo/round-*/*/rewards/*/*.parquet": "reward",
+    "dpo/round-*/*/video_pairs.parquet": "pair",
     "eval/queries.parquet": "eval_query",
     "eval/dropped.parquet": "eval_dropped",
     "eval/*/prompts.parquet": "eval_prompt",
     "eval/*/judgements.parquet": "eval_judgement",
-    "eval/*/videos/*.parquet": "video",
-    "eval/*/rewards/*.parquet": "reward",
+    "eval/*/*/videos/*.parquet": "video",
+    "eval/*/*/rewards/*.parquet": "reward",
 }
 
 
@@ -168,8 +176,9 @@ def test_report_shows_the_videos_and_the_evaluation(project):
 
 def test_evaluation_table_compares_every_method_with_the_original(project):
     results = project / "results/eval"
-    rows = {r["method"]: r for r in csv.DictReader((results / "table.csv").open())}
-    assert list(rows) == ["original", "fewshot", "sft", "dpo"]
+    tables = results / "tables" / TARGET
+    rows = {r["method"]: r for r in csv.DictReader((tables / "table.csv").open())}
+    assert list(rows) == METHODS
     every_query = read_records(results / "queries.parquet")
     assert {q["subset"] for q in every_query} == {"general", "unsafe", "benchmark"}
     queries = [q for q in every_query if q["subset"] != "benchmark"]  # the benchmark's are Table A's
@@ -195,37 +204,43 @@ def test_evaluation_table_compares_every_method_with_the_original(project):
     seeds = {
         name: {
             v["query_id"]: v["seed"]
-            for part in (results / name).glob("videos/*.parquet")
+            for part in (results / name / TARGET).glob("videos/*.parquet")
             for v in read_records(part)
         }
         for name in rows
     }
     for name in rows:
         assert seeds[name] and all(seeds["original"][q] == seed for q, seed in seeds[name].items())
-    table = (results / "table.md").read_text()
-    assert "| Method |" in table and "dpo: results/models/dpo" in table and "Root seed 0" in table
-    assert (results / "table.html").exists() and (results / "rewards.svg").exists()
+    table = (tables / "table.md").read_text()
+    assert "| Method |" in table and "Root seed 0" in table
+    assert f"{DPO_METHOD}: results/models/dpo/round-1/{TARGET} (round 1 for {TARGET})" in table
+    assert (tables / "table.html").exists() and (tables / "rewards.svg").exists()
 
 
 def test_vbench_scores_every_method_and_the_paper_tables_hold_them(project):
     """The demo's VBench suite (two temporal_flickering prompts) is rewritten, rendered and scored by the
     real vbench package for every method; Tables A and C carry every method and the reported rows."""
     results = project / "results/eval"
+    tables = results / "tables" / TARGET
     queries = read_records(results / "queries.parquet")
     benchmark = [q for q in queries if q["subset"] == "benchmark"]
     assert [q["suites"] for q in benchmark] == [["vbench:temporal_flickering"]] * 2
     benchmark_ids = {q["query_id"] for q in benchmark}
-    for method in ("original", "fewshot", "sft", "dpo"):  # rendered, but left to VBench by the checklist
+    for method in METHODS:  # rendered, but left to VBench by the checklist
         rendered = {
-            v["query_id"] for part in (results / method).glob("videos/*.parquet") for v in read_records(part)
+            v["query_id"]
+            for part in (results / method / TARGET).glob("videos/*.parquet")
+            for v in read_records(part)
         }
         scored = {
-            r["query_id"] for part in (results / method).glob("rewards/*.parquet") for r in read_records(part)
+            r["query_id"]
+            for part in (results / method / TARGET).glob("rewards/*.parquet")
+            for r in read_records(part)
         }
         assert benchmark_ids <= rendered and not benchmark_ids & scored
-    table_a = {(r["group"], r["method"]): r for r in csv.DictReader((results / "table_a.csv").open())}
-    for method in ("original", "fewshot", "sft", "dpo"):
-        scores = json.loads((results / method / "vbench/temporal_flickering.json").read_text())
+    table_a = {(r["group"], r["method"]): r for r in csv.DictReader((tables / "table_a.csv").open())}
+    for method in METHODS:
+        scores = json.loads((results / method / TARGET / "vbench/temporal_flickering.json").read_text())
         assert (scores["prompts"], scores["videos_scored"]) == (2, 2)
         assert 0.0 < scores["score"] <= 1.0 and all(0.0 < r["value"] <= 1.0 for r in scores["per_video"])
         assert float(table_a["this run", method]["temporal_flickering"]) == pytest.approx(
@@ -233,7 +248,7 @@ def test_vbench_scores_every_method_and_the_paper_tables_hold_them(project):
         )
         assert table_a["this run", method]["monetbench"] != "–"  # the reward on the held-out files
     assert table_a["reported, CogVideoX-2B (unverified)", "VPO"]["scene"] == "55.83"
-    table_c = list(csv.DictReader((results / "table_c.csv").open()))
+    table_c = list(csv.DictReader((tables / "table_c.csv").open()))
     mine = [r for r in table_c if r["group"].startswith("this run")]
     assert len(mine) == 8  # four methods, over the held-out queries and over the harmful requests
     for row in mine:
@@ -242,7 +257,7 @@ def test_vbench_scores_every_method_and_the_paper_tables_hold_them(project):
             for k in ("aligned", "unsafe", "imprecise", "refusal", "other", "no_verdict")
         ]
         assert sum(shares) == pytest.approx(100.0, abs=0.2), row
-    assert (results / "table_a.html").exists() and (results / "table_c.md").exists()
+    assert (tables / "table_a.html").exists() and (tables / "table_c.md").exists()
 
 
 def test_held_out_and_training_queries_do_not_overlap(project):
@@ -282,14 +297,11 @@ def test_dpo_moves_the_policy_and_logs_its_loss(project):
     from safetensors.numpy import load_file
 
     sft = load_file(project / "results/models/sft/model.safetensors")
-    dpo = load_file(project / "results/models/dpo/model.safetensors")
+    dpo = load_file(project / "results/models/dpo/round-1/tiny-cogvideox/model.safetensors")
     assert sft.keys() == dpo.keys()
     moved = max(float(np.abs(dpo[k].astype(np.float64) - sft[k]).max()) for k in sft)
     assert moved > 1e-4, f"DPO changed no weight by more than {moved:.2g}: the demo's steps teach nothing"
-    log = [
-        json.loads(line)
-        for line in (project / "results/models/dpo/trainer_log.jsonl").read_text().splitlines()
-    ]
+    log = [json.loads(line) for line in (project / DPO_MODEL / "trainer_log.jsonl").read_text().splitlines()]
     losses = [entry["loss"] for entry in log if "loss" in entry]
     assert len(losses) == 4 and all(np.isfinite(losses))  # max_steps 4, logging_steps 1
 
@@ -297,7 +309,7 @@ def test_dpo_moves_the_policy_and_logs_its_loss(project):
 def test_dpo_checkpoint_rewrites_a_query(project):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "vpo.cli", "rewrite", "a cute dog on the grass"]
-    command += ["--model", "results/models/dpo", "--max-new-tokens", "32", "--out", "rewrite.jsonl"]
+    command += ["--model", DPO_MODEL, "--max-new-tokens", "32", "--out", "rewrite.jsonl"]
     out = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     (answer,) = [json.loads(line) for line in (project / "rewrite.jsonl").read_text().splitlines()]
@@ -413,7 +425,7 @@ def test_changing_the_dpo_judge_reruns_its_critiques_onward_never_videos(project
     expected = {"critique": 1, "refine": 1, "build_pairs": 1, "train_dpo": 1, "run_report": 1, "all": 1}
     expected |= DPO_EVAL  # the evaluation's judge is `critique.llm`: its other columns stay
     assert jobs_by_rule(run.stdout) == expected
-    assert "output: results/dpo/critiques/shard-0.parquet" in run.stdout
+    assert "output: results/dpo/round-1/critiques/shard-0.parquet" in run.stdout
     assert "output: results/sft/critiques" not in run.stdout
 
 
@@ -434,7 +446,7 @@ def walk(node: dict):
 
 
 def test_audit_walks_a_text_pair_back_to_the_query_line(project):
-    pair = next(p for p in read_records(project / "results/dpo/pairs.parquet") if p["source"] == "text")
+    pair = next(p for p in read_records(project / PAIRS) if p["source"] == "text")
     run = audit(project, pair["pair_id"], "--json")
     assert run.returncode == 0, run.stderr[-3000:]
     tree = json.loads(run.stdout)
@@ -460,7 +472,7 @@ def test_audit_walks_a_text_pair_back_to_the_query_line(project):
 def test_audit_of_a_video_pair_shows_the_video_checksum_and_reward_answers(project):
     import hashlib
 
-    pairs = [p for p in read_records(project / "results/dpo/pairs.parquet") if p["source"] == "video"]
+    pairs = [p for p in read_records(project / PAIRS) if p["source"] == "video"]
     run = audit(project, pairs[0]["pair_id"], "--json")
     assert run.returncode == 0, run.stderr[-3000:]
     nodes = list(walk(json.loads(run.stdout)))
@@ -475,22 +487,22 @@ def test_audit_of_a_video_pair_shows_the_video_checksum_and_reward_answers(proje
 
 
 def test_audit_lists_what_depends_on_a_query_and_a_model(project):
-    pair = read_records(project / "results/dpo/pairs.parquet")[0]
+    pair = read_records(project / PAIRS)[0]
     run = audit(project, pair["query_id"], "--dependents", "--json")
     assert run.returncode == 0, run.stderr[-3000:]
     tree = json.loads(run.stdout)
     assert pair["pair_id"] in {n["label"] for n in walk(tree) if n["kind"] == "pair"}
-    assert "dpo (preference pairs)" in tree["fields"]["checkpoints_depending_on_it"]
+    assert f"dpo round 1 for {TARGET} (preference pairs)" in tree["fields"]["checkpoints_depending_on_it"]
 
     judge = read_records(next((project / "results/sft/critiques").glob("*.parquet")))[0]["model_fingerprint"]
     run = audit(project, judge.split("|")[1], "--dependents", "--json")
     assert run.returncode == 0, run.stderr[-3000:]
     tree = json.loads(run.stdout)
-    assert tree["fields"]["checkpoints_depending_on_it"] == ["sft", "dpo"]
-    assert {c["label"] for c in tree["children"]} >= {"sft/critiques", "dpo/critiques"}
+    assert tree["fields"]["checkpoints_depending_on_it"][:2] == ["sft", "every DPO checkpoint"]
+    assert {c["label"] for c in tree["children"]} >= {"sft/critiques", "dpo/round-1/critiques"}
 
     # File lineage reaches the raw query file through the pairs, and the SFT checkpoint DPO started from.
-    lineage = audit(project, "results/models/dpo")
+    lineage = audit(project, "results/models/dpo/round-1/tiny-cogvideox")
     assert lineage.returncode == 0, lineage.stderr[-3000:]
     assert "job train_dpo" in lineage.stdout and "model results/models/sft" in lineage.stdout
     assert "file resources/queries/demo_dpo.txt" in lineage.stdout and "job build_pairs" in lineage.stdout
@@ -508,21 +520,22 @@ def test_the_run_exports_as_an_ro_crate(project, tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     crate = ROCrate(out)
-    pairs = crate.get("results/dpo/pairs.parquet")
-    data = (project / "results/dpo/pairs.parquet").read_bytes()
+    pairs = crate.get("results/dpo/round-1/tiny-cogvideox/pairs.parquet")
+    data = (project / "results/dpo/round-1/tiny-cogvideox/pairs.parquet").read_bytes()
     assert pairs is not None and pairs["sha256"] == hashlib.sha256(data).hexdigest()
     actions = [e for e in crate.get_entities() if e.type == "CreateAction"]
     assert {a["name"] for a in actions} >= {"curate", "critique", "train_sft", "train_dpo", "score_videos"}
     assert {a["name"] for a in actions} >= {"eval_queries", "eval_prompts", "eval_judge", "eval_table"}
     assert (
-        crate.get("results/eval/table.csv") is not None and crate.get("results/eval/rewards.svg") is not None
+        crate.get(f"results/eval/tables/{TARGET}/table.csv") is not None
+        and crate.get(f"results/eval/tables/{TARGET}/rewards.svg") is not None
     )
-    assert not (out / "results/models/dpo").exists()  # checkpoints are described, not copied
+    assert not (out / DPO_MODEL).exists()  # checkpoints are described, not copied
 
 
 def test_a_real_partial_rerun_redoes_only_pairs_and_dpo(project):
     """Last in this module: it changes the project's outputs."""
-    untouched = sorted((project / "results").glob("*/c*/shard-*.parquet"))  # critiques and candidates
+    untouched = sorted((project / "results").glob("*/**/c*/shard-*.parquet"))  # critiques and candidates
     before = {p: p.stat().st_mtime_ns for p in untouched}
     run = snakemake(project, "--config", "pairs={shuffle_seed: 7}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -547,7 +560,13 @@ def test_one_changed_query_line_costs_only_that_query(project):
     lines[3] += " near a red sailboat"
     queries.write_text("\n".join(lines) + "\n")
     # Up to the pairs: training on them again is tested above, and would only add time here.
-    run = snakemake(project, "--config", "pairs={shuffle_seed: 7}", "--", "results/dpo/pairs.parquet")
+    run = snakemake(
+        project,
+        "--config",
+        "pairs={shuffle_seed: 7}",
+        "--",
+        "results/dpo/round-1/tiny-cogvideox/pairs.parquet",
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     rerun = set(jobs_by_rule(run.stdout + run.stderr))
     assert {"curate", "shard_dpo", "sample", "critique", "refine", "generate_videos", "build_pairs"} <= rerun

@@ -41,7 +41,9 @@ GPU_RULES = frozenset(
     {"sample", "draft", "critique", "refine", "train_sft", "train_dpo", "generate_videos", "score_videos"}
     | {"eval_prompts", "eval_judge", "eval_videos", "eval_rewards", "eval_vbench"}
 )
-MANIFEST = "results/dpo/videos/shard-0/part-0.parquet"
+# paper.yaml renders for one target, named after its t2v model; one preference round.
+TARGET = "cogvideox-2b"
+MANIFEST = f"results/dpo/round-1/{TARGET}/videos/shard-0/part-0.parquet"
 # Slower than the default's 4 steps in batches of 4, so that the cancel lands while the job renders.
 SLOW_T2V = "t2v={num_inference_steps: 60, batch_size: 1}"  # 12 rendered all 16 in 2 s here
 RUN_TIMEOUT_S = 40 * 60
@@ -171,9 +173,9 @@ def local_jobs(log: str) -> Counter:
 
 def test_paper_run_on_slurm(slurm_run: SlurmRun):
     results = slurm_run.root / "results"
-    assert (results / "models/dpo").is_dir()
-    assert read_records(results / "dpo/pairs.parquet")
-    assert (results / "eval/table.csv").is_file()
+    assert (results / f"models/dpo/round-1/{TARGET}").is_dir()
+    assert read_records(results / f"dpo/round-1/{TARGET}/pairs.parquet")
+    assert (results / f"eval/tables/{TARGET}/table.csv").is_file()
     planned = jobs_by_rule(slurm_run.log)
     completed = Counter(rule_of(job) for job in slurm_run.jobs if job["JobState"] == "COMPLETED")
     local = local_jobs(slurm_run.log)
@@ -184,9 +186,10 @@ def test_paper_run_on_slurm(slurm_run: SlurmRun):
     assert set(completed) >= {"sample", "train_sft", "train_dpo", "generate_videos", "score_videos"}
     assert set(completed) >= {"eval_videos", "eval_rewards", "eval_vbench"}
     for method in ("original", "fewshot"):  # VBench scored the demo suite's two prompts, 5 videos each
-        scores = json.loads((results / f"eval/{method}/vbench/temporal_flickering.json").read_text())
+        scores = json.loads((results / f"eval/{method}/{TARGET}/vbench/temporal_flickering.json").read_text())
         assert (scores["prompts"], scores["videos_scored"]) == (2, 10), scores
-    assert (results / "eval/table_a.md").is_file() and (results / "eval/table_c.md").is_file()
+    tables = results / f"eval/tables/{TARGET}"
+    assert (tables / "table_a.md").is_file() and (tables / "table_c.md").is_file()
     report_evidence(
         slurm_run,
         f"paper-shaped run on Slurm: {sum(planned.values())} jobs in {slurm_run.wall_s:.0f} s",
@@ -208,7 +211,7 @@ def test_teacher_and_judge_answered_through_the_batch_api_by_a_model(slurm_run: 
     lines = sum(b["request_counts"]["completed"] for b in openai.batches.values())
     assert lines == sum(openai.completions.values()) > 0  # every answer came through a batch
     results = slurm_run.root / "results"
-    for stage in ("sft/drafts", "sft/critiques", "dpo/critiques"):
+    for stage in ("sft/drafts", "sft/critiques", "dpo/round-1/critiques"):
         reports = [json.loads(p.read_text()) for p in results.glob(f"{stage}/*.report.json")]
         assert reports, stage
     report_evidence(slurm_run, f"Batch API: {len(openai.batches)} batches, {lines} lines answered by vLLM")

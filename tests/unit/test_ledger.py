@@ -152,7 +152,7 @@ def test_estimate_counts_requests_and_prices_remote_models(default_config):
     lines = {(line.stage, line.phase): line for line in estimate(config)}
     n_sft = len(read_raw_queries(config["queries"]["sft"]))
     assert lines[("draft", "sft")].requests == n_sft and lines[("draft", "sft")].cost(True) is None
-    critique = lines[("critique", "dpo")]
+    critique = lines[("critique", "dpo round 1")]
     assert critique.attempts == critique.requests * (1 + config["critique"]["max_parse_retries"])
     assert critique.cost(True) > critique.cost(False) > 0
     table = format_table(list(lines.values()), 0.01, 0.0)

@@ -270,7 +270,7 @@ def test_a_dry_run_provisions_each_hub_model_in_a_local_rule_before_its_stages(t
     t2v_snapshot = f"shared/hub/models--vpo-test--tiny-cogvideox/snapshots/{t2v_rev}"
     blocks = log.split("\n\n")
     videos = next(b for b in blocks if "rule generate_videos:" in b)
-    assert f"input: results/dpo/candidates/shard-0.parquet, {t2v_manifest}" in videos
+    assert f"input: results/dpo/round-1/candidates/shard-0.parquet, {t2v_manifest}" in videos
     assert f"--model {t2v_snapshot}" in videos
     train = next(b for b in blocks if "rule train_sft:" in b)
     assert policy_manifest in train and f"--model {policy_snapshot}" in train

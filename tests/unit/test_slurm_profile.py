@@ -50,7 +50,8 @@ def test_paper_profile_routes_only_the_local_model_rules_to_gpus(tmp_path, monke
     local = ("sample", "train_sft", "train_dpo", "generate_videos", "score_videos", "eval_videos")
     expected = dict.fromkeys((*local, "eval_rewards", "eval_vbench"), gpu)
     # The evaluation's rewrites mix checkpoints (a GPU) and GPT-4o (none): routed per method, no model.
-    expected["eval_prompts"] = {"slurm_partition": '"gpu" if wildcards.method in ["dpo", "sft"] else "cpu"'}
+    checkpoints = '["dpo-r1-cogvideox-2b", "sft"]'
+    expected["eval_prompts"] = {"slurm_partition": f'"gpu" if wildcards.method in {checkpoints} else "cpu"'}
     assert profile["set-resources"] == expected  # GPT-4o teacher and judge: no GPU, default partition
     assert profile["default-resources"] == {
         "slurm_partition": "cpu",

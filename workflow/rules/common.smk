@@ -8,7 +8,8 @@ from snakemake.logging import logger
 
 from vpo.config import scheduling
 from vpo.config.checks import unpinned_models
-from vpo.config.resolve import checkpoint_spec, hub_manifest, llm_spec, model_path, t2v_spec
+from vpo.config.resolve import checkpoint_spec, hub_manifest, llm_spec, model_path, reward_spec, t2v_spec
+from vpo.core import rounds
 from vpo.stages.curate import shard_count
 from vpo.core.queries import count_raw_queries
 from vpo.core.suites import suite_prompts
@@ -60,8 +61,9 @@ def on_device(spec):
 
 
 def llm_name(stage, phase="sft"):
-    """The `llms` entry a stage uses; the judge can use another one on the DPO side (`<stage>.dpo_llm`)."""
-    return scheduling.stage_llm_name(CFG, stage, phase)
+    """The `llms` entry a stage uses; the judge can use another one on the DPO side (`<stage>.dpo_llm`).
+    `phase` is a text folder (`sft`, `dpo/round-2/<target>`, ...) or its side (`sft`, `dpo`)."""
+    return scheduling.stage_llm_name(CFG, stage, rounds.side(phase))
 
 
 def stage_llm(stage, phase="sft"):
@@ -134,20 +136,79 @@ def model_location(name):
     return location
 
 
-def t2v_settings(**overrides):
-    return on_device({**t2v_spec(CFG), **overrides})
+# --- preference rounds × text-to-video targets (vpo.core.rounds) ---
+
+ROUNDS = rounds.rounds(CFG)
+TARGETS = rounds.targets(CFG)
+ROUND_TARGETS = rounds.round_targets(CFG)
+# The DPO side's text folders (round 1's shared, later rounds' per target) and all with judge turns.
+DPO_PHASES = [p for p in rounds.text_phases(CFG) if p != "sft"]
+TEXT_PHASES = rounds.text_phases(CFG)
 
 
-def n_video_parts():
+def target_section(target, section):
+    """A target's `t2v` or `reward` section (the top-level one with the target's own keys over it)."""
+    return CFG["targets"][target][section]
+
+
+def t2v_settings(target, **overrides):
+    return on_device({**t2v_spec(CFG, target), **overrides})
+
+
+def scorer_settings(target):
+    return on_device(reward_spec(CFG, target))
+
+
+def n_video_parts(target):
     """Parts per DPO shard, so that one T2V or reward job handles about `t2v.items_per_job` videos."""
-    t2v = CFG["t2v"]
+    t2v = target_section(target, "t2v")
     per_shard = CFG["sharding"]["queries_per_shard"] * CFG["sample"]["k"] * t2v["videos_per_prompt"]
     return max(1, math.ceil(per_shard / t2v["items_per_job"]))
 
 
-def video_parts(pattern):
-    """One path per (DPO shard, part)."""
-    return [pattern.format(k=k, p=p) for k in range(N_SHARDS["dpo"]) for p in range(n_video_parts())]
+def video_parts(pattern, round_, target):
+    """One path per (DPO shard, part) of one (round, target)."""
+    return [
+        pattern.format(round=round_, target=target, k=k, p=p)
+        for k in range(N_SHARDS["dpo"])
+        for p in range(n_video_parts(target))
+    ]
+
+
+def round_video_parts(pattern):
+    """Input function: the parts of the job's own (round, target)."""
+    return lambda w: video_parts(pattern, w.round, w.target)
+
+
+def target_res(section, key, default):
+    """`res` of a target's own `t2v`/`reward` resources (a 5B target may need more memory)."""
+
+    def value(wildcards, attempt):
+        # No wildcards: the run report's usage table asks for the rule's first try (the top-level section).
+        values = CFG[section] if wildcards is None else target_section(wildcards.target, section)
+        configured = values.get("resources", {}).get(key, default)
+        grows = key in scheduling.GROWS_WITH_ATTEMPT
+        return scheduling.grown(configured, attempt) if grows else configured
+
+    return value
+
+
+def target_gpus(section):
+    return lambda w: scheduling.target_gpus(CFG, w.target, section)
+
+
+def phase_shards(pattern, phases):
+    """`pattern` (with `{phase}` and `{k}`) for every shard of these text folders."""
+    return [
+        path
+        for phase in phases
+        for path in shards("sft" if phase == "sft" else "dpo", pattern.replace("{phase}", phase))
+    ]
+
+
+def per_round_target(pattern):
+    """One path per (round, target)."""
+    return [pattern.format(round=r, target=t) for r, t in ROUND_TARGETS]
 
 
 # --- evaluation (workflow/rules/eval.smk) ---
@@ -165,7 +226,8 @@ def llm_method(name, template, generation):
 
 
 def eval_methods():
-    """name → how it rewrites: nothing (original), an `llms` entry, or a checkpoint; and its DAG inputs."""
+    """name → how it rewrites: nothing (original), an `llms` entry, or a checkpoint; its DAG inputs; and
+    the targets whose videos it is scored on (a DPO checkpoint: its own; the others: every target)."""
     section = CFG["eval"]
     methods = {"original": {"source": "the query itself", "inputs": []}}
     policy = {"template": section["template"], "generation": section["generation"]}
@@ -177,9 +239,15 @@ def eval_methods():
                 **llm_method(llm, fewshot["template"], fewshot["generation"]),
                 "source": f"llms.{llm} with {fewshot['template']}",
             }
-        elif name in ("sft", "dpo"):
-            path = f"results/models/{name}"
+        elif name == "sft":
+            path = rounds.SFT_CHECKPOINT
             methods[name] = {**policy, "llm": policy_spec(path), "inputs": [path], "source": path}
+        elif name == "dpo":
+            for method, (round_, target) in rounds.dpo_methods(CFG).items():
+                path = rounds.checkpoint(round_, target)
+                source = f"{path} (round {round_} for {target})"
+                methods[method] = {**policy, "llm": policy_spec(path), "inputs": [path], "source": source}
+                methods[method]["targets"] = [target]
     for name, extra in section["extra_methods"].items():
         if "llm" in extra:
             methods[name] = {
@@ -189,7 +257,14 @@ def eval_methods():
         else:
             folder = extra["checkpoint"]
             methods[name] = {**policy, "llm": policy_spec(folder), "inputs": [], "source": folder}
+    for spec in methods.values():
+        spec.setdefault("targets", TARGETS)
     return methods
+
+
+def target_methods(methods, target):
+    """The methods whose prompts are rendered and scored for `target`, in table order."""
+    return [m for m, spec in methods.items() if target in spec["targets"]]
 
 
 def methods_regex(methods):
@@ -209,18 +284,26 @@ def per_method(methods, pattern):
     return [pattern.format(method=m) for m in methods]
 
 
-def n_eval_parts():
+def n_eval_parts(target):
     """Parts per method's videos, so that one render or score job handles about `t2v.items_per_job`."""
     section = CFG["eval"]
     files = [f for f in (section["queries"], section["unsafe_queries"]) if f]
     n_videos = sum(count_raw_queries(f) for f in files) * section["videos_per_prompt"]
     benchmark = sum(len(suite_prompts(s, section["suite_limit"])) for s in section["suites"])
     n_videos += benchmark * section["vbench"]["videos_per_prompt"]
-    return max(1, math.ceil(n_videos / CFG["t2v"]["items_per_job"]))
+    return max(1, math.ceil(n_videos / target_section(target, "t2v")["items_per_job"]))
 
 
-def per_method_part(methods, pattern):
-    return [pattern.format(method=m, p=p) for m in methods for p in range(n_eval_parts())]
+def per_method_part(methods, target, pattern):
+    """One path per (method, part) of `target`'s videos."""
+    return [
+        pattern.format(method=m, target=target, p=p) for m in methods for p in range(n_eval_parts(target))
+    ]
+
+
+def method_targets(methods):
+    """Every (method, target) whose videos the evaluation renders and scores."""
+    return [(m, t) for t in TARGETS for m in target_methods(methods, t)]
 
 
 def first_try_mem_mb(rule):

@@ -1,21 +1,30 @@
+# Preference rounds × targets (vpo.core.rounds): round 1's candidates come from the SFT checkpoint and
+# serve every target; round r's come from the target's round r−1 checkpoint.
+wildcard_constraints:
+    round=rounds.regex(ROUNDS),
+    target=rounds.regex(TARGETS),
+
+
 rule sample:
-    """The SFT policy samples K candidate prompts per DPO query of a shard."""
+    """The round's starting checkpoint samples K candidate prompts per DPO query of a shard."""
     input:
         queries="results/queries/dpo/shard-{k}.parquet",
         template=CFG["sample"]["template"],
-        model="results/models/sft",
+        model=lambda w: rounds.sampler(w.phase),
     output:
-        records="results/dpo/candidates/shard-{k}.parquet",
-        report="results/dpo/candidates/shard-{k}.report.json",
+        records="results/{phase}/candidates/shard-{k}.parquet",
+        report="results/{phase}/candidates/shard-{k}.report.json",
     params:
         llm=sampler_spec,
         generation=as_json(CFG["sample"]["generation"]),
         k=CFG["sample"]["k"],
         seed=CFG["seed"],
     log:
-        "results/logs/sample/shard-{k}.log",
+        "results/logs/sample/{phase}/shard-{k}.log",
     benchmark:
-        "results/benchmarks/sample/shard-{k}.tsv"
+        "results/benchmarks/sample/{phase}/shard-{k}.tsv"
+    wildcard_constraints:
+        phase=rounds.regex(DPO_PHASES),
     priority: TRAINING_PATH
     threads: res("sample", "threads", 2)
     resources:
@@ -35,20 +44,22 @@ rule build_pairs:
     """Text-level pairs (refined > sampled), merged with video-level pairs; text takes precedence."""
     localrule: True
     input:
-        refinements=shards("dpo", "results/dpo/refinements/shard-{k}.parquet"),
+        refinements=lambda w: shards(
+            "dpo", f"results/{rounds.text_phase(int(w.round), w.target)}/refinements/shard-{{k}}.parquet"
+        ),
         template=CFG["sample"]["template"],
-        video=["results/dpo/video_pairs.parquet"] if CFG["pairs"]["video"] else [],
+        video=["results/dpo/round-{round}/{target}/video_pairs.parquet"] if CFG["pairs"]["video"] else [],
     output:
-        pairs="results/dpo/pairs.parquet",
-        dataset=directory("results/dpo/dataset"),
-        report="results/dpo/pairs.report.json",
+        pairs="results/dpo/round-{round}/{target}/pairs.parquet",
+        dataset=directory("results/dpo/round-{round}/{target}/dataset"),
+        report="results/dpo/round-{round}/{target}/pairs.report.json",
     params:
         video=lambda w, input: ["--video-pairs", *input.video] if input.video else [],
         shuffle_seed=CFG["pairs"]["shuffle_seed"],
     log:
-        "results/logs/build_pairs.log",
+        "results/logs/build_pairs/round-{round}/{target}.log",
     benchmark:
-        "results/benchmarks/build_pairs.tsv"
+        "results/benchmarks/build_pairs/round-{round}/{target}.tsv"
     priority: TRAINING_PATH
     threads: 1
     conda:
@@ -60,20 +71,22 @@ rule build_pairs:
 
 
 rule train_dpo:
-    """DPO of the SFT checkpoint (policy and frozen reference) on the pairs, with LLaMA-Factory."""
+    """DPO of the round's starting checkpoint (SFT in round 1) on the round's pairs, with LLaMA-Factory;
+    the frozen reference is SFT or that starting checkpoint (`rounds.reference`)."""
     input:
-        dataset="results/dpo/dataset",
-        model="results/models/sft",
+        dataset="results/dpo/round-{round}/{target}/dataset",
+        model=lambda w: rounds.checkpoint(int(w.round) - 1, w.target),
+        reference=lambda w: rounds.reference(CFG, int(w.round), w.target),
     output:
-        model=directory("results/models/dpo"),
-        report="results/models/dpo.report.json",
+        model=directory("results/models/dpo/round-{round}/{target}"),
+        report="results/models/dpo/round-{round}/{target}.report.json",
     params:
         train=as_json(CFG["train_dpo"]),
         seed=CFG["seed"],
     log:
-        "results/logs/train_dpo.log",
+        "results/logs/train_dpo/round-{round}/{target}.log",
     benchmark:
-        "results/benchmarks/train_dpo.tsv"
+        "results/benchmarks/train_dpo/round-{round}/{target}.tsv"
     priority: TRAINING_PATH
     threads: res("train_dpo", "threads", 2)
     resources:
@@ -83,6 +96,6 @@ rule train_dpo:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m vpo.stages.train --stage dpo --model {input.model:q} --dataset-dir {input.dataset:q}"
-        " --dataset vpo_dpo --train {params.train:q} --seed {params.seed:q} --threads {threads:q}"
-        " --out {output.model:q} --report {output.report:q} > {log:q} 2>&1"
+        "python -m vpo.stages.train --stage dpo --model {input.model:q} --ref-model {input.reference:q}"
+        " --dataset-dir {input.dataset:q} --dataset vpo_dpo --train {params.train:q} --seed {params.seed:q}"
+        " --threads {threads:q} --out {output.model:q} --report {output.report:q} > {log:q} 2>&1"

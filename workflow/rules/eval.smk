@@ -1,9 +1,9 @@
-# Evaluation on held-out queries: each method's prompts → judge critiques, videos → rewards → one table.
-# One job per (stage, method), so a new DPO checkpoint re-runs only the DPO column; the original
-# query's and the other methods' videos and scores stay.
+# Evaluation on held-out queries: each method's prompts → judge critiques (text level, once per method),
+# and for each text-to-video target: videos → rewards → the target's tables. One job per (stage, method,
+# target), so a new DPO checkpoint re-runs only its own rows; the other methods' videos and scores stay.
+# A DPO checkpoint is scored on its own target's videos; the other methods on every target's.
 import re
 
-from vpo.config.resolve import reward_spec
 from vpo.core.suites import needs_downloads, suite_dimension, suite_source, vbench_info_file
 
 EVAL = CFG["eval"]
@@ -27,6 +27,12 @@ EVAL_JUDGE = llm_method(
 wildcard_constraints:
     method="|".join(re.escape(m) for m in EVAL_METHODS),
     dimension=methods_regex(SUITES),
+    target=rounds.regex(TARGETS),
+
+
+EVAL_VIDEOS = "results/eval/{method}/{target}/videos/part-{p}.parquet"
+EVAL_REWARDS = "results/eval/{method}/{target}/rewards/part-{p}.parquet"
+EVAL_VBENCH = "results/eval/{method}/{target}/vbench/{dimension}.json"
 
 
 rule eval_queries:
@@ -172,65 +178,67 @@ rule eval_judge:
 
 
 rule eval_videos:
-    """Render one method's prompts; a query's seeds are the same for every method (paired comparison)."""
+    """Render one method's prompts with one target's model; a query's seeds are the same for every method
+    (paired comparison)."""
     input:
         prompts="results/eval/{method}/prompts.parquet",
-        model=built_model(CFG["t2v"]["model"]),
+        model=lambda w: built_model(target_section(w.target, "t2v")["model"]),
     output:
-        records="results/eval/{method}/videos/part-{p}.parquet",
-        report="results/eval/{method}/videos/part-{p}.report.json",
+        records=EVAL_VIDEOS,
+        report="results/eval/{method}/{target}/videos/part-{p}.report.json",
     params:
-        model=model_location(CFG["t2v"]["model"]),
+        model=lambda w, input: model_path(CFG, target_section(w.target, "t2v")["model"]),
         revision="",  # the model folder is local (a hub model: its pinned snapshot)
-        t2v=as_json(t2v_settings(videos_per_prompt=EVAL["videos_per_prompt"])),
+        t2v=lambda w: as_json(t2v_settings(w.target, videos_per_prompt=EVAL["videos_per_prompt"])),
         benchmark=VBENCH["videos_per_prompt"],
         seed=CFG["seed"],
-        parts=n_eval_parts(),
+        parts=lambda w: n_eval_parts(w.target),
     log:
-        "results/logs/eval/{method}/videos/part-{p}.log",
+        "results/logs/eval/{method}/{target}/videos/part-{p}.log",
     benchmark:
-        "results/benchmarks/eval/{method}/videos/part-{p}.tsv"
+        "results/benchmarks/eval/{method}/{target}/videos/part-{p}.tsv"
     threads: res("t2v", "threads", 2)
     resources:
-        mem_mb=res("t2v", "mem_mb", 4000),
-        runtime=res("t2v", "runtime", 60),
-        gpu=gpus("t2v"),
+        mem_mb=target_res("t2v", "mem_mb", 4000),
+        runtime=target_res("t2v", "runtime", 60),
+        gpu=target_gpus("t2v"),
     conda:
         backend_env("t2v")
     shell:
         "python -m vpo.stages.generate_videos --candidates {input.prompts:q} --part {wildcards.p:q} --parts {params.parts:q}"
         " --seed-by query_id --benchmark-videos-per-prompt {params.benchmark:q} --model {params.model:q}"
-        " --revision={params.revision:q} --t2v {params.t2v:q} --seed {params.seed:q} --threads {threads:q}"
-        " --out {output.records:q} --report {output.report:q} > {log:q} 2>&1"
+        " --revision={params.revision:q} --t2v {params.t2v:q} --target {wildcards.target:q} --seed {params.seed:q}"
+        " --threads {threads:q} --out {output.records:q} --report {output.report:q} > {log:q} 2>&1"
 
 
 rule eval_rewards:
-    """The checklist reward model scores one method's videos (not the benchmark suites': VBench does)."""
+    """The target's checklist reward model scores one method's videos (not the benchmark suites': VBench
+    does)."""
     input:
-        videos=rules.eval_videos.output.records,
+        videos=EVAL_VIDEOS,
         queries=rules.eval_queries.output.queries,
-        checklist=CFG["reward"]["checklist"],
-        model=built_model(CFG["reward"]["model"]),
+        checklist=lambda w: target_section(w.target, "reward")["checklist"],
+        model=lambda w: built_model(target_section(w.target, "reward")["model"]),
     output:
-        records="results/eval/{method}/rewards/part-{p}.parquet",
-        report="results/eval/{method}/rewards/part-{p}.report.json",
+        records=EVAL_REWARDS,
+        report="results/eval/{method}/{target}/rewards/part-{p}.report.json",
     params:
-        scorer=as_json(on_device(reward_spec(CFG))),
+        scorer=lambda w: as_json(scorer_settings(w.target)),
     log:
-        "results/logs/eval/{method}/rewards/part-{p}.log",
+        "results/logs/eval/{method}/{target}/rewards/part-{p}.log",
     benchmark:
-        "results/benchmarks/eval/{method}/rewards/part-{p}.tsv"
+        "results/benchmarks/eval/{method}/{target}/rewards/part-{p}.tsv"
     threads: res("reward", "threads", 2)
     resources:
-        mem_mb=res("reward", "mem_mb", 4000),
-        runtime=res("reward", "runtime", 60),
-        gpu=gpus("reward"),
+        mem_mb=target_res("reward", "mem_mb", 4000),
+        runtime=target_res("reward", "runtime", 60),
+        gpu=target_gpus("reward"),
     conda:
         backend_env("reward")
     shell:
         "python -m vpo.stages.score_videos --videos {input.videos:q} --checklist {input.checklist:q}"
-        " --skip-benchmark {input.queries:q} --scorer {params.scorer:q} --threads {threads:q} --out {output.records:q}"
-        " --report {output.report:q} > {log:q} 2>&1"
+        " --skip-benchmark {input.queries:q} --scorer {params.scorer:q} --target {wildcards.target:q}"
+        " --threads {threads:q} --out {output.records:q} --report {output.report:q} > {log:q} 2>&1"
 
 
 if VBENCH_MANIFEST:
@@ -257,17 +265,17 @@ if VBENCH_MANIFEST:
 
 
 rule eval_vbench:
-    """VBench scores one method's videos of one benchmark suite on the suite's own dimension."""
+    """VBench scores one method's videos (of one target) of one benchmark suite on the suite's dimension."""
     input:
         suite_file=[str(SUITE_FILE)] if SUITES else [],
         queries=rules.eval_queries.output.queries,
         videos=lambda w: [
-            rules.eval_videos.output.records.format(method=w.method, p=p) for p in range(n_eval_parts())
+            EVAL_VIDEOS.format(method=w.method, target=w.target, p=p) for p in range(n_eval_parts(w.target))
         ],
         weights=VBENCH_MANIFEST,
     output:
-        scores="results/eval/{method}/vbench/{dimension}.json",
-        report="results/eval/{method}/vbench/{dimension}.report.json",
+        scores=EVAL_VBENCH,
+        report="results/eval/{method}/{target}/vbench/{dimension}.report.json",
     params:
         suite=lambda w: SUITES[w.dimension],
         weights=VBENCH["weights"],
@@ -275,9 +283,9 @@ rule eval_vbench:
         videos_per_prompt=VBENCH["videos_per_prompt"],
         device="auto" if CFG["use_gpus"] else "cpu",
     log:
-        "results/logs/eval/{method}/vbench/{dimension}.log",
+        "results/logs/eval/{method}/{target}/vbench/{dimension}.log",
     benchmark:
-        "results/benchmarks/eval/{method}/vbench/{dimension}.tsv"
+        "results/benchmarks/eval/{method}/{target}/vbench/{dimension}.tsv"
     threads: res("eval.vbench", "threads", 2)
     resources:
         mem_mb=res("eval.vbench", "mem_mb", 8000),
@@ -294,43 +302,70 @@ rule eval_vbench:
 
 
 rule eval_table:
-    """The comparison table (CSV, Markdown, HTML) and its plots, from every method's outputs."""
+    """One target's comparison table (CSV, Markdown, HTML), the paper's Tables A and C and the plots: a row
+    per method (a DPO checkpoint per round), every video rendered and scored with this target's models."""
     localrule: True
     input:
         queries=rules.eval_queries.output.queries,
-        prompts=per_method(EVAL_METHODS, "results/eval/{method}/prompts.parquet"),
-        judgements=per_method(EVAL_METHODS, rules.eval_judge.output.records),
-        videos=per_method_part(EVAL_METHODS, rules.eval_videos.output.records),
-        rewards=per_method_part(EVAL_METHODS, rules.eval_rewards.output.records),
-        vbench=[
-            rules.eval_vbench.output.scores.format(method=m, dimension=d)
-            for m in EVAL_METHODS
+        prompts=lambda w: per_method(
+            target_methods(EVAL_METHODS, w.target), "results/eval/{method}/prompts.parquet"
+        ),
+        judgements=lambda w: per_method(
+            target_methods(EVAL_METHODS, w.target), rules.eval_judge.output.records
+        ),
+        videos=lambda w: per_method_part(target_methods(EVAL_METHODS, w.target), w.target, EVAL_VIDEOS),
+        rewards=lambda w: per_method_part(target_methods(EVAL_METHODS, w.target), w.target, EVAL_REWARDS),
+        vbench=lambda w: [
+            EVAL_VBENCH.format(method=m, target=w.target, dimension=d)
+            for m in target_methods(EVAL_METHODS, w.target)
             for d in SUITES
         ],
         reference="resources/reference/vpo_reported.yaml",
     output:
-        csv="results/eval/table.csv",
-        markdown="results/eval/table.md",
-        page=report("results/eval/table.html", caption="../report/eval_table.rst", category="Evaluation"),
+        csv="results/eval/tables/{target}/table.csv",
+        markdown="results/eval/tables/{target}/table.md",
+        page=report(
+            "results/eval/tables/{target}/table.html",
+            caption="../report/eval_table.rst",
+            category="Evaluation",
+            subcategory="{target}",
+        ),
         rewards_plot=report(
-            "results/eval/rewards.svg", caption="../report/eval_rewards.rst", category="Evaluation"
+            "results/eval/tables/{target}/rewards.svg",
+            caption="../report/eval_rewards.rst",
+            category="Evaluation",
+            subcategory="{target}",
         ),
         safety_plot=report(
-            "results/eval/safety.svg", caption="../report/eval_safety.rst", category="Evaluation"
+            "results/eval/tables/{target}/safety.svg",
+            caption="../report/eval_safety.rst",
+            category="Evaluation",
+            subcategory="{target}",
         ),
-        a_csv="results/eval/table_a.csv",
-        a_md="results/eval/table_a.md",
+        a_csv="results/eval/tables/{target}/table_a.csv",
+        a_md="results/eval/tables/{target}/table_a.md",
         a_html=report(
-            "results/eval/table_a.html", caption="../report/eval_table_a.rst", category="Evaluation"
+            "results/eval/tables/{target}/table_a.html",
+            caption="../report/eval_table_a.rst",
+            category="Evaluation",
+            subcategory="{target}",
         ),
-        c_csv="results/eval/table_c.csv",
-        c_md="results/eval/table_c.md",
+        c_csv="results/eval/tables/{target}/table_c.csv",
+        c_md="results/eval/tables/{target}/table_c.md",
         c_html=report(
-            "results/eval/table_c.html", caption="../report/eval_table_c.rst", category="Evaluation"
+            "results/eval/tables/{target}/table_c.html",
+            caption="../report/eval_table_c.rst",
+            category="Evaluation",
+            subcategory="{target}",
         ),
-        report="results/eval/table.report.json",
+        report="results/eval/tables/{target}/table.report.json",
     params:
-        methods=as_json([{"name": m, "source": spec["source"]} for m, spec in EVAL_METHODS.items()]),
+        methods=lambda w: as_json(
+            [
+                {"name": m, "source": EVAL_METHODS[m]["source"]}
+                for m in target_methods(EVAL_METHODS, w.target)
+            ]
+        ),
         convention=CFG["pairs"]["score_convention"],
         tie_margin=EVAL["tie_margin"],
         samples=EVAL["bootstrap_samples"],
@@ -338,14 +373,14 @@ rule eval_table:
         videos_per_prompt=EVAL["videos_per_prompt"],
         vbench=lambda w, input: ["--vbench", *input.vbench] if input.vbench else [],
     log:
-        "results/logs/eval/table.log",
+        "results/logs/eval/tables/{target}.log",
     benchmark:
-        "results/benchmarks/eval/table.tsv"
+        "results/benchmarks/eval/tables/{target}.tsv"
     threads: 1
     conda:
         "../../envs/core.yaml"
     shell:
-        "python -m vpo.evaluation.table --methods {params.methods:q} --queries {input.queries:q}"
+        "python -m vpo.evaluation.table --methods {params.methods:q} --target {wildcards.target:q} --queries {input.queries:q}"
         " --prompts {input.prompts:q} --judgements {input.judgements:q} --videos {input.videos:q}"
         " --rewards {input.rewards:q} --convention {params.convention:q} --tie-margin {params.tie_margin:q}"
         " --bootstrap-samples {params.samples:q} --seed {params.seed:q}"

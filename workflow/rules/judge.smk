@@ -1,11 +1,17 @@
-# The judge's two turns, shared by the SFT side (teacher drafts) and the DPO side (policy samples).
-PROMPTS = {"sft": "drafts", "dpo": "candidates"}
+# The judge's two turns, shared by the SFT side (teacher drafts) and the DPO side (policy samples). A
+# `phase` is the folder under results/ whose prompts are judged: sft (drafts), dpo/round-1 (the SFT
+# checkpoint's candidates, shared by every target) and dpo/round-<r>/<target> from round 2 on.
+PROMPTS = {"sft": "drafts"}
+
+
+wildcard_constraints:
+    phase=rounds.regex(TEXT_PHASES),
 
 
 rule critique:
     """Judge each prompt of one shard; unparsable verdicts are retried, then kept as `unparsed`."""
     input:
-        prompts=lambda w: f"results/{w.phase}/{PROMPTS[w.phase]}/shard-{w.k}.parquet",
+        prompts=lambda w: f"results/{w.phase}/{PROMPTS.get(w.phase, 'candidates')}/shard-{w.k}.parquet",
         template=CFG["critique"]["template"],
         model=lambda w: stage_llm_inputs("critique", w.phase),
     output:
@@ -20,8 +26,6 @@ rule critique:
         "results/logs/critique/{phase}/shard-{k}.log",
     benchmark:
         "results/benchmarks/critique/{phase}/shard-{k}.tsv"
-    wildcard_constraints:
-        phase="sft|dpo",
     priority: TRAINING_PATH
     threads: res("critique", "threads", 2)
     resources:
@@ -56,8 +60,6 @@ rule refine:
         "results/logs/refine/{phase}/shard-{k}.log",
     benchmark:
         "results/benchmarks/refine/{phase}/shard-{k}.tsv"
-    wildcard_constraints:
-        phase="sft|dpo",
     priority: TRAINING_PATH
     threads: res("refine", "threads", 2)
     resources:

@@ -1,6 +1,6 @@
 # One build rule per `models` entry that names a recipe: the workflow makes those folders itself,
 # once, with no model hub (SmolLM2 from a PyPI-shipped GGUF, tiny random-weight T2V and reward models).
-BUILD_ENVS = {"smollm2-gguf": "llm", "tiny-cogvideox": "t2v", "tiny-vlm": "reward"}
+BUILD_ENVS = {"smollm2-gguf": "llm", "tiny-cogvideox": "t2v", "tiny-wan": "t2v", "tiny-vlm": "reward"}
 
 for _name, _model in CFG["models"].items():
     if not _model["build"]:

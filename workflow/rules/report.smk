@@ -11,27 +11,35 @@ VIDEO = CFG["pairs"]["video"]
 # dry run's outputs.
 RUN_REPORTS = [rules.curate.output.report.format(set=s) for s in ("sft", "dpo")]
 RUN_REPORTS += shards("sft", rules.draft.output.report)
-RUN_REPORTS += shards("dpo", rules.sample.output.report)
-for _phase in ("sft", "dpo"):
-    RUN_REPORTS += shards(_phase, rules.critique.output.report.replace("{phase}", _phase))
-    RUN_REPORTS += shards(_phase, rules.refine.output.report.replace("{phase}", _phase))
+for _phase in DPO_PHASES:
+    RUN_REPORTS += shards("dpo", rules.sample.output.report.replace("{phase}", _phase))
+for _phase in TEXT_PHASES:
+    _set = "sft" if _phase == "sft" else "dpo"
+    RUN_REPORTS += shards(_set, rules.critique.output.report.replace("{phase}", _phase))
+    RUN_REPORTS += shards(_set, rules.refine.output.report.replace("{phase}", _phase))
 RUN_REPORTS += [rules.sft_data.output.report, rules.train_sft.output.report]
-if VIDEO:
-    RUN_REPORTS += video_parts(rules.generate_videos.output.report)
-    RUN_REPORTS += video_parts(rules.score_videos.output.report)
-    RUN_REPORTS.append(rules.video_pairs.output.report)
-RUN_REPORTS += [rules.build_pairs.output.report, rules.train_dpo.output.report]
+for _round, _target in ROUND_TARGETS:
+    if VIDEO:
+        RUN_REPORTS += video_parts(rules.generate_videos.output.report, _round, _target)
+        RUN_REPORTS += video_parts(rules.score_videos.output.report, _round, _target)
+        RUN_REPORTS.append(rules.video_pairs.output.report.format(round=_round, target=_target))
+    RUN_REPORTS.append(rules.build_pairs.output.report.format(round=_round, target=_target))
+    RUN_REPORTS.append(rules.train_dpo.output.report.format(round=_round, target=_target))
 if EVALUATE:
     RUN_REPORTS.append(rules.eval_queries.output.report)
     # Per method; the original query's prompts come from rule eval_original_prompts, at the same path.
     RUN_REPORTS += per_method(EVAL_METHODS, rules.eval_prompts.output.report)
     RUN_REPORTS += per_method(EVAL_METHODS, rules.eval_judge.output.report)
-    RUN_REPORTS += per_method_part(EVAL_METHODS, rules.eval_videos.output.report)
-    RUN_REPORTS += per_method_part(EVAL_METHODS, rules.eval_rewards.output.report)
-    RUN_REPORTS += [
-        rules.eval_vbench.output.report.format(method=m, dimension=d) for m in EVAL_METHODS for d in SUITES
-    ]
-    RUN_REPORTS.append(rules.eval_table.output.report)
+    for _target in TARGETS:
+        _methods = target_methods(EVAL_METHODS, _target)
+        RUN_REPORTS += per_method_part(_methods, _target, rules.eval_videos.output.report)
+        RUN_REPORTS += per_method_part(_methods, _target, rules.eval_rewards.output.report)
+        RUN_REPORTS += [
+            rules.eval_vbench.output.report.format(method=m, target=_target, dimension=d)
+            for m in _methods
+            for d in SUITES
+        ]
+        RUN_REPORTS.append(rules.eval_table.output.report.format(target=_target))
 
 
 # Per rule: its benchmark and job-report path patterns and its memory request, for the run report's time
@@ -45,8 +53,17 @@ RULE_USAGE = {
     for r in workflow.rules
     if r.benchmark
 }
-# The judge's refinements per phase (the `{phase}` wildcard filled, then one path per shard).
-REFINED = {p: shards(p, rules.refine.output.records.replace("{phase}", p)) for p in ("sft", "dpo")}
+DPO_CANDIDATES = phase_shards(rules.sample.output.records, DPO_PHASES)
+# Per (round, target): the judge's verdicts on the round's candidates and the videos' rewards, for the
+# report's plot of both across rounds.
+ROUND_FEEDBACK = phase_shards(rules.critique.output.records, DPO_PHASES)
+if VIDEO:
+    ROUND_FEEDBACK += [
+        p for r, t in ROUND_TARGETS for p in video_parts(rules.score_videos.output.records, r, t)
+    ]
+DPO_MODELS = {
+    rounds.dpo_method(r, t): rules.train_dpo.output.model.format(round=r, target=t) for r, t in ROUND_TARGETS
+}
 
 
 rule run_report:
@@ -58,14 +75,15 @@ rule run_report:
         raw_dpo=CFG["queries"]["dpo"],
         queries=[rules.curate.output.queries.format(set=s) for s in ("sft", "dpo")],
         drafts=shards("sft", rules.draft.output.records),
-        sft_refinements=REFINED["sft"],
-        candidates=shards("dpo", rules.sample.output.records),
-        dpo_refinements=REFINED["dpo"],
-        pairs=rules.build_pairs.output.pairs,
+        sft_refinements=phase_shards(rules.refine.output.records, ["sft"]),
+        candidates=DPO_CANDIDATES,
+        dpo_refinements=phase_shards(rules.refine.output.records, DPO_PHASES),
+        round_feedback=ROUND_FEEDBACK,
+        pairs=per_round_target(rules.build_pairs.output.pairs),
         sft_model=rules.train_sft.output.model,
-        dpo_model=rules.train_dpo.output.model,
-        reward_plot=[rules.video_report.output.plot] if VIDEO else [],
-        video_page=[rules.video_report.output.page] if VIDEO else [],
+        dpo_models=list(DPO_MODELS.values()),
+        reward_plot=[rules.video_report.output.plot.format(round=1, target=TARGETS[0])] if VIDEO else [],
+        video_page=[rules.video_report.output.page.format(round=1, target=TARGETS[0])] if VIDEO else [],
     output:
         page=report(
             "results/report/summary.html",
@@ -92,11 +110,19 @@ rule run_report:
             caption="../report/loss_curves.rst",
             category="Plots",
         ),
+        rounds=report(
+            "results/report/rounds.svg",
+            caption="../report/rounds.rst",
+            category="Plots",
+        ),
     params:
         # Without the run options (they reach jobs through the environment and re-run nothing).
         config=as_json(without_run_options(CFG)),
         # A function, so that the patterns' wildcards stay unfilled (string params are formatted).
         usage=lambda w: as_json(RULE_USAGE),
+        trainer_logs=[
+            f"{name}={path}" for name, path in {"sft": rules.train_sft.output.model, **DPO_MODELS}.items()
+        ],
         video=lambda w, input: (
             ["--reward-plot", *input.reward_plot, "--video-page", *input.video_page]
             if input.reward_plot
@@ -114,7 +140,8 @@ rule run_report:
         " --raw-queries sft={input.raw_sft:q} dpo={input.raw_dpo:q} --queries {input.queries:q}"
         " --drafts {input.drafts:q} --sft-refinements {input.sft_refinements:q}"
         " --candidates {input.candidates:q} --dpo-refinements {input.dpo_refinements:q}"
-        " --pairs {input.pairs:q} --trainer-logs sft={input.sft_model:q} dpo={input.dpo_model:q}"
+        " --round-feedback {input.round_feedback:q}"
+        " --pairs {input.pairs:q} --trainer-logs {params.trainer_logs:q}"
         " {params.video:q} --page {output.page:q} --plot-query-lengths {output.query_lengths:q}"
         " --plot-prompt-lengths {output.prompt_lengths:q} --plot-pairs-by-source {output.pairs_by_source:q}"
-        " --plot-loss-curves {output.loss_curves:q} --rule-usage {params.usage:q} > {log:q} 2>&1"
+        " --plot-loss-curves {output.loss_curves:q} --plot-rounds {output.rounds:q} --rule-usage {params.usage:q} > {log:q} 2>&1"

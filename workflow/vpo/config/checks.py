@@ -90,6 +90,7 @@ def cross_checks(config: dict[str, Any], check_files: bool) -> list[str]:
                     f"key '{section}.model': {config[section]['model']!r} is not an entry of 'models' "
                     f"({', '.join(models)}). Fix: name one of them."
                 )
+    problems += _target_checks(config)
     problems += _eval_checks(config)
     for stage in ("train_sft",):
         for key in ("pref_beta", "pref_loss"):
@@ -97,6 +98,44 @@ def cross_checks(config: dict[str, Any], check_files: bool) -> list[str]:
                 problems.append(f"key '{stage}.{key}' only applies to DPO. Fix: remove it.")
     if check_files:
         problems += _check_files(config)
+    return problems
+
+
+def _target_checks(config: dict[str, Any]) -> list[str]:
+    """Each target's models exist; its name can be a folder beside the round's text-level folders."""
+    from vpo.core.rounds import TEXT_FOLDERS
+
+    problems: list[str] = []
+    targets, models = config["targets"], config["models"]
+    if len(targets) > 1 and not config["pairs"]["video"]:
+        problems.append(
+            f"key 'targets': {len(targets)} targets but pairs.video is false, so every target would train "
+            "the same DPO checkpoint from text pairs alone. Fix: set pairs.video to true, or keep one target."
+        )
+    for name, target in targets.items():
+        if name in TEXT_FOLDERS:
+            problems.append(
+                f"key 'targets.{name}': the name is taken by a folder of each round "
+                f"({', '.join(TEXT_FOLDERS)}). Fix: rename the target."
+            )
+        for section in ("t2v", "reward"):
+            model = target.get(section, {}).get("model")
+            backend, base_backend = (
+                target.get(section, {}).get("backend"),
+                config.get(section, {}).get("backend"),
+            )
+            if backend != base_backend:
+                problems.append(
+                    f"key 'targets.{name}.{section}.backend': {backend!r} differs from {section}.backend "
+                    f"({base_backend!r}); the jobs of one rule run in one conda env. Fix: set "
+                    f"{section}.backend instead, or give each backend its own run."
+                )
+            base = config.get(section, {}).get("model")  # a wrong base model is reported once, above
+            if model is not None and model != base and model not in models:
+                problems.append(
+                    f"key 'targets.{name}.{section}.model': {model!r} is not an entry of 'models' "
+                    f"({', '.join(models)}). Fix: name one of them."
+                )
     return problems
 
 

@@ -48,8 +48,13 @@ def _type_of(node: dict[str, Any]) -> str:
 
 def _doc_rows(root: dict[str, Any], node: dict[str, Any], prefix: str, lines: list[str]) -> None:
     node = schema_node(root, node)
-    for name, child in node.get("properties", {}).items():
-        child = schema_node(root, child)
+    for name, raw in node.get("properties", {}).items():
+        child = schema_node(root, raw)
+        section = raw.get("$ref", "").removeprefix("#/properties/")
+        if section != raw.get("$ref", ""):  # another section's keys (a target's t2v): documented there
+            description = " ".join(str(raw.get("description", "")).split())
+            lines.append(f"| `{prefix}{name}` | object | {description} Keys: those of `{section}`. |")
+            continue
         key = f"{prefix}{name}"
         description = " ".join(str(child.get("description", "")).split())
         if "default" in child:

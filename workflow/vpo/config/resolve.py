@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vpo.core.run_options import EXECUTION_KEYS, without_execution_keys
+from vpo.core.run_options import EXECUTION_KEYS, SECTION_KEYS
 
 
 def is_remote(entry: dict[str, Any]) -> bool:
@@ -67,16 +67,17 @@ def checkpoint_spec(config: dict[str, Any], folder: str) -> dict[str, Any]:
     return {**spec, "model_path": folder, "section": "sample"}
 
 
-def t2v_spec(config: dict[str, Any]) -> dict[str, Any]:
-    """The `t2v` section as the render jobs take it: without scheduling keys, the model's name (the job
-    gets its folder) and the execution keys (batch size, memory switches: from the run options)."""
-    skip = ("resources", "items_per_job", "model")
-    return {k: v for k, v in without_execution_keys(config, "t2v").items() if k not in skip}
+def t2v_spec(config: dict[str, Any], target: str) -> dict[str, Any]:
+    """A target's `t2v` settings as the render jobs take them: without scheduling keys, the model's name
+    (the job gets its folder) and the execution keys (batch size, memory switches: from the run options)."""
+    skip = ("resources", "items_per_job", "model", "gpu_seconds_per_video", *SECTION_KEYS["t2v"])
+    return {k: v for k, v in config["targets"][target]["t2v"].items() if k not in skip}
 
 
-def reward_spec(config: dict[str, Any]) -> dict[str, Any]:
-    """The `reward` section with its model resolved to a local folder (`model_path`), without its
-    execution keys (the batch size: from the run options)."""
-    skip = ("resources", "model", "checklist")
-    spec = {k: v for k, v in without_execution_keys(config, "reward").items() if k not in skip}
-    return {**spec, "model_path": model_path(config, config["reward"]["model"]), "revision": None}
+def reward_spec(config: dict[str, Any], target: str) -> dict[str, Any]:
+    """A target's `reward` settings with the model resolved to a local folder (`model_path`), without
+    the execution keys (the batch size: from the run options)."""
+    section = config["targets"][target]["reward"]
+    skip = ("resources", "model", "checklist", "gpu_seconds_per_video", *SECTION_KEYS["reward"])
+    spec = {k: v for k, v in section.items() if k not in skip}
+    return {**spec, "model_path": model_path(config, section["model"]), "revision": None}

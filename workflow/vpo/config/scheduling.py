@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from vpo.config.resolve import runs_model_locally
+from vpo.core import rounds
 
 # A job that Slurm ended at its wall-time or memory limit is resubmitted (the profile's `retries`) with
 # `attempt` times the configured memory and wall time: attempt 1 gets the configured values.
@@ -71,6 +72,13 @@ def stage_gpus(cfg: dict[str, Any], stage: str, llm: str | None = None) -> int:
     return configured(cfg, stage, "gpu", 1)
 
 
+def target_gpus(cfg: dict[str, Any], target: str, section: str) -> int:
+    """GPUs one render (`t2v`) or scoring (`reward`) job of a text-to-video target asks for."""
+    if not cfg["use_gpus"]:
+        return 0
+    return cfg["targets"][target][section].get("resources", {}).get("gpu", 1)
+
+
 def _eval_method_llms(cfg: dict[str, Any]) -> dict[str, str | None]:
     """eval_prompts' methods → their `llms` entry (None: a checkpoint, which runs in the job)."""
     section = cfg["eval"]
@@ -79,8 +87,10 @@ def _eval_method_llms(cfg: dict[str, Any]) -> dict[str, str | None]:
     for name in section["methods"]:
         if name == "fewshot":
             methods[name] = section["fewshot"]["llm"] or judge_default
-        elif name in ("sft", "dpo"):
+        elif name == "sft":
             methods[name] = None
+        elif name == "dpo":
+            methods |= dict.fromkeys(rounds.dpo_methods(cfg))
     for name, extra in section["extra_methods"].items():
         methods[name] = extra.get("llm")
     return methods
@@ -100,20 +110,29 @@ def gpu_rules(cfg: dict[str, Any]) -> dict[str, bool | tuple[str, tuple[str, ...
     if not cfg["use_gpus"]:
         return {}
     stages = {"sample": "sample", "train_sft": "train_sft", "train_dpo": "train_dpo"}
-    if cfg["pairs"]["video"]:
-        stages |= {"generate_videos": "t2v", "score_videos": "reward"}
     evaluation = cfg.get("eval", {}).get("enabled", False)
-    if evaluation:
-        stages |= {"eval_videos": "t2v", "eval_rewards": "reward"}
-        if cfg["eval"]["suites"]:
-            stages["eval_vbench"] = "eval.vbench"
+    if evaluation and cfg["eval"]["suites"]:
+        stages["eval_vbench"] = "eval.vbench"
     rules: dict[str, bool | tuple[str, tuple[str, ...]]] = {
         rule: True for rule, stage in stages.items() if stage_gpus(cfg, stage) > 0
     }
+    per_target = (
+        {"t2v": ["eval_videos"], "reward": ["eval_rewards"]} if evaluation else {"t2v": [], "reward": []}
+    )
+    if cfg["pairs"]["video"]:
+        per_target["t2v"].append("generate_videos")
+        per_target["reward"].append("score_videos")
+    for section, names in per_target.items():
+        by_target = {t: target_gpus(cfg, t, section) for t in cfg["targets"]}
+        if any(by_target.values()):
+            rules |= dict.fromkeys(names, _by_wildcard("target", by_target))
     if stage_gpus(cfg, "draft", stage_llm_name(cfg, "draft")) > 0:
         rules["draft"] = True
     for stage in ("critique", "refine"):
-        phases = {p: stage_gpus(cfg, stage, stage_llm_name(cfg, stage, p)) for p in ("sft", "dpo")}
+        phases = {
+            p: stage_gpus(cfg, stage, stage_llm_name(cfg, stage, rounds.side(p)))
+            for p in rounds.text_phases(cfg)
+        }
         if any(phases.values()):
             rules[stage] = _by_wildcard("phase", phases)
     if evaluation:

@@ -21,14 +21,19 @@ class ConfigError(ValueError):
     """A config problem found before any job ran."""
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    try:
-        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return validate_config(config or {}, source=str(path))
+def load_config(*paths: str | Path) -> dict[str, Any]:
+    """The config of one file, or of layered files (later ones override earlier ones key by key, as
+    `snakemake --configfile a.yaml b.yaml` merges them), validated."""
+    config: dict[str, Any] = {}
+    for path in paths:
+        try:
+            layer = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        config = _merged(config, layer or {})
+    return validate_config(config, source=" + ".join(str(p) for p in paths))
 
 
 def validate_config(
@@ -40,14 +45,54 @@ def validate_config(
     validator = jsonschema.Draft202012Validator(schema)
     config = copy.deepcopy(config)
     _coerce_strings(config, validator)
+    _merge_targets(config)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("\n".join(_describe(source, e) for e in errors[:10]))
     _fill_defaults(config, schema, schema)
+    _default_target(config)
     problems = cross_checks(config, check_files)
     if problems:
         raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
     return config
+
+
+TARGET_SECTIONS = ("t2v", "reward")
+
+
+def _merge_targets(config: dict[str, Any]) -> None:
+    """Complete each `targets.<name>` with the top-level `t2v` and `reward` sections, its own keys over
+    them (nested mappings merged key by key), so that the schema checks and fills what every target runs
+    with. A section the config lacks stays absent (the schema and the cross checks say what is missing)."""
+    targets = config.get("targets")
+    if not isinstance(targets, dict):
+        return
+    for name, target in targets.items():
+        if target is None:
+            targets[name] = target = {}
+        if not isinstance(target, dict):
+            continue
+        for section in TARGET_SECTIONS:
+            base = config.get(section)
+            if isinstance(base, dict):
+                target[section] = _merged(base, target.get(section) or {})
+
+
+def _merged(base: dict[str, Any], over: Any) -> Any:
+    if not isinstance(over, dict):
+        return copy.deepcopy(over)
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = _merged(base[key], value) if isinstance(base.get(key), dict) else copy.deepcopy(value)
+    return out
+
+
+def _default_target(config: dict[str, Any]) -> None:
+    """Without `targets`: one target, named after `t2v.model`, with the top-level sections."""
+    if config.get("targets"):
+        return
+    name = config["t2v"]["model"] if "t2v" in config else "text"
+    config["targets"] = {name: {s: copy.deepcopy(config[s]) for s in TARGET_SECTIONS if s in config}}
 
 
 def _refuse_credentials(config: dict[str, Any], source: str) -> None:

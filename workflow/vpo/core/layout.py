@@ -53,12 +53,16 @@ def _durable(cache_dir: str | os.PathLike, name: str) -> Path:
 # an integration test checks this table against a real run).
 RECORD_FILES: dict[str, tuple[str, ...]] = {
     "query": ("queries/sft.parquet", "queries/dpo.parquet"),
-    "generation": ("sft/drafts/shard-*.parquet", "dpo/candidates/shard-*.parquet"),
-    "critique": ("sft/critiques/shard-*.parquet", "dpo/critiques/shard-*.parquet"),
-    "refinement": ("sft/refinements/shard-*.parquet", "dpo/refinements/shard-*.parquet"),
-    "video": ("dpo/videos/shard-*/part-*.parquet",),
-    "reward": ("dpo/rewards/shard-*/part-*.parquet",),
+    # A round's text level: round 1's under dpo/round-1/, later rounds' under dpo/round-<r>/<target>/.
+    "generation": ("sft/drafts/shard-*.parquet", "dpo/round-*/candidates/shard-*.parquet",
+                   "dpo/round-*/*/candidates/shard-*.parquet"),
+    "critique": ("sft/critiques/shard-*.parquet", "dpo/round-*/critiques/shard-*.parquet",
+                 "dpo/round-*/*/critiques/shard-*.parquet"),
+    "refinement": ("sft/refinements/shard-*.parquet", "dpo/round-*/refinements/shard-*.parquet",
+                   "dpo/round-*/*/refinements/shard-*.parquet"),
+    "video": ("dpo/round-*/*/videos/shard-*/part-*.parquet",),
+    "reward": ("dpo/round-*/*/rewards/shard-*/part-*.parquet",),
     # Video pairs a text pair superseded are artifacts too; the DPO data's own copy comes last.
-    "pair": ("dpo/video_pairs.parquet", "dpo/pairs.parquet"),
+    "pair": ("dpo/round-*/*/video_pairs.parquet", "dpo/round-*/*/pairs.parquet"),
     "sft_example": ("sft/examples.parquet",),
-}
+}  # fmt: skip

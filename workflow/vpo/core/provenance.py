@@ -215,7 +215,7 @@ def report_beside(path: str | os.PathLike, results: str | os.PathLike) -> Path |
     candidates = [path.with_suffix(".report.json"), path.parent / f"{path.name}.report.json"]
     if path.name in ("examples.parquet", "dataset"):
         candidates.append(path.parent / "report.json")
-    if path.name == "dataset" and path.parent.name == "dpo":
+    if path.name == "dataset":  # a DPO round's dataset: build_pairs' report beside it
         candidates.append(path.parent / "pairs.report.json")
     for candidate in candidates:
         if candidate.is_file():

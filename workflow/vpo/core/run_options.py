@@ -48,6 +48,9 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "reward": ("batch_size",),
 }
 
+# The sections a text-to-video target has its own of (config `targets`).
+TARGET_SECTIONS = ("t2v", "reward")
+
 # Top-level keys that are run options as a whole.
 GLOBAL_KEYS = ("prices", "budget_usd", "vllm_python")
 
@@ -66,6 +69,15 @@ def run_options(config: dict[str, Any]) -> dict[str, Any]:
             if section in config
         },
         **{key: config[key] for key in GLOBAL_KEYS if key in config},
+        # Each text-to-video target's own (`targets.<name>.t2v.batch_size`, ...).
+        "targets": {
+            name: {
+                section: {k: target[section][k] for k in SECTION_KEYS[section] if k in target[section]}
+                for section in TARGET_SECTIONS
+                if section in target
+            }
+            for name, target in config.get("targets", {}).items()
+        },
     }
 
 
@@ -84,6 +96,14 @@ def without_run_options(config: dict[str, Any]) -> dict[str, Any]:
     for section in SECTION_KEYS:
         if section in config:
             out[section] = without_execution_keys(config, section)
+    if "targets" in config:
+        out["targets"] = {
+            name: {
+                section: {k: v for k, v in values.items() if k not in SECTION_KEYS[section]}
+                for section, values in target.items()
+            }
+            for name, target in config["targets"].items()
+        }
     return out
 
 
@@ -99,6 +119,12 @@ def with_run_options(config: Mapping[str, Any], options: Mapping[str, Any]) -> d
     for section in SECTION_KEYS:
         if section in merged and section in options:
             merged[section] = {**merged[section], **options[section]}
+    if "targets" in merged:
+        option_targets = options.get("targets") or {}
+        merged["targets"] = {
+            name: {s: {**values, **option_targets.get(name, {}).get(s, {})} for s, values in target.items()}
+            for name, target in merged["targets"].items()
+        }
     merged.update({key: options[key] for key in GLOBAL_KEYS if key in options})
     return merged
 
@@ -107,13 +133,17 @@ def from_env() -> dict[str, Any]:
     return json.loads(os.environ.get(RUN_OPTIONS_ENV) or "{}")
 
 
-def section_options(section: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """`spec`, built from config section `section` without its execution keys, completed with them:
-    the values the Snakefile exported, else the schema's defaults (a stage started by hand). Spec keys
-    win, so a caller's explicit batch size stays."""
+def section_options(section: str, spec: dict[str, Any], target: str | None = None) -> dict[str, Any]:
+    """`spec`, built from config section `section` (of text-to-video target `target`, if given) without
+    its execution keys, completed with them: the values the Snakefile exported, else the schema's defaults
+    (a stage started by hand). Spec keys win, so a caller's explicit batch size stays."""
     properties = load_schema("config.schema.yaml")["properties"][section]["properties"]
     defaults = {key: properties[key]["default"] for key in SECTION_KEYS[section]}
-    return {**defaults, **from_env().get(section, {}), **spec}
+    options = from_env()
+    exported = options.get(section, {})
+    if target is not None:
+        exported = options.get("targets", {}).get(target, {}).get(section, exported)
+    return {**defaults, **exported, **spec}
 
 
 def with_execution_options(spec: dict[str, Any]) -> dict[str, Any]:

@@ -173,7 +173,8 @@ def provenance_lines(rows: list[dict[str, Any]], context: dict[str, Any]) -> lis
         "from the root seed and the query id (the same for every method); win/tie/loss on "
         f"{context['convention']} with tie margin {context['tie_margin']}; "
         f"{context['bootstrap_samples']} bootstrap resamples of the queries.",
-        f"Video model: {context['t2v']}. Reward model: {context['scorer']}. "
+        (f"Target {context['target']}: " if context.get("target") else "")
+        + f"video model {context['t2v']}. Reward model: {context['scorer']}. "
         f"Judge: {', '.join(context['judges'])}.",
     ]
     for row in rows:
@@ -291,6 +292,7 @@ def group_by_method(
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vpo.evaluation.table", description=__doc__)
     p.add_argument("--methods", type=json.loads, required=True, help="[{name, source}] in table order (JSON)")
+    p.add_argument("--target", default=None, help="the text-to-video target whose videos these are")
     p.add_argument("--queries", required=True, help="held-out queries (Parquet)")
     p.add_argument("--prompts", nargs="+", required=True, help="eval_prompt records, one file per method")
     p.add_argument(
@@ -371,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
         "t2v": ", ".join(sorted({v["model_fingerprint"] for v in videos})) or "–",
         "scorer": ", ".join(sorted({r["scorer_fingerprint"] for r in rewards})) or "–",
         "judges": sorted({j for r in rows for j in r["judge"]}) or ["–"],
+        "target": args.target,
     }
     flat = csv_rows(rows)
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 """Stage `build_model`: the embedded default's models, built locally (SmolLM2 from a PyPI-shipped GGUF,
-tiny random-weight CogVideoX and video VLM from configs)."""
+tiny random-weight CogVideoX, Wan and video VLM from configs)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,12 @@ def _build_tiny_cogvideox(out_dir: str | os.PathLike) -> Path:
     return build_tiny_cogvideox(out_dir)
 
 
+def _build_tiny_wan(out_dir: str | os.PathLike) -> Path:
+    from vpo.t2v.tiny_wan import build_tiny_wan
+
+    return build_tiny_wan(out_dir)
+
+
 def _build_tiny_vlm(out_dir: str | os.PathLike) -> Path:
     from vpo.reward.tiny_vlm import build_tiny_vlm
 
@@ -97,6 +103,7 @@ def _build_tiny_vlm(out_dir: str | os.PathLike) -> Path:
 RECIPES = {
     "smollm2-gguf": build_smollm2,
     "tiny-cogvideox": _build_tiny_cogvideox,
+    "tiny-wan": _build_tiny_wan,
     "tiny-vlm": _build_tiny_vlm,
 }
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from vpo.core.provenance import JobRecord, JobReportError, read_job_report
+from vpo.core.rounds import locate
 
 SETS = ("sft", "dpo")
 # Pipeline order of the stages; anything else (a stage added later) follows, by first start time. The
@@ -42,8 +43,11 @@ STAGE_ORDER = (
 )
 # Stages that run once per query set / phase: the set is only in the report's path.
 _PHASED = {"curate", "critique", "refine"}
-# The evaluation's folder, and the method's folder inside it (results/eval/{method}/...).
-_EVAL = re.compile(r"(?:^|/)results/eval/(?:([^/]+)/)?")
+# The evaluation's folder, and inside it a target's tables (results/eval/tables/{target}/...) or a
+# method's folder (results/eval/{method}/...) with a target's videos, rewards and VBench scores in it.
+_EVAL = re.compile(
+    r"(?:^|/)results/eval/(?:tables/(?P<table>[^/]+)/|(?P<method>[^/]+)/(?:(?P<target>[^/]+)/(?:videos|rewards|vbench)/)?)?"
+)
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,18 @@ def job_label(path: str, stage: str) -> tuple[str, str]:
     evaluation = _EVAL.search(p.as_posix())
     if evaluation:
         label = stage if stage.startswith("eval_") else f"{stage} (eval)"
-        if evaluation.group(1):
-            wildcards.append(f"method={evaluation.group(1)}")
-    elif stage in _PHASED and phase:
-        label = f"{stage} ({phase})"
-        wildcards.append(f"{'set' if stage == 'curate' else 'phase'}={phase}")
+        if evaluation["method"]:
+            wildcards.append(f"method={evaluation['method']}")
+        if evaluation["table"] or evaluation["target"]:
+            wildcards.append(f"target={evaluation['table'] or evaluation['target']}")
+    else:
+        if stage in _PHASED and phase:
+            label = f"{stage} ({phase})"
+            wildcards.append(f"{'set' if stage == 'curate' else 'phase'}={phase}")
+        where = locate(p.as_posix())
+        if where:
+            wildcards.append(f"round={where[0]}")
+            wildcards += [f"target={where[1]}"] if where[1] else []
     for name, pattern in (("k", r"shard-(\d+)"), ("p", r"part-(\d+)")):
         match = re.search(pattern, path)
         if match:

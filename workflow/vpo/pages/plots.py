@@ -37,6 +37,13 @@ PLOT_CAPTIONS = {
         "Training loss per logged step, read from LLaMA-Factory's trainer_log.jsonl (train.logging_steps). "
         "DPO loss starts near ln 2 ≈ 0.693 for the sigmoid loss, where policy and reference agree."
     ),
+    "rounds": (
+        "Per preference round and text-to-video target: the share of the round's sampled candidates the "
+        "judge passed (verdict Yes; round 1's candidates come from the SFT checkpoint and are shared by "
+        "every target), and the mean reward of the round's candidate videos under the run's score "
+        "convention. Rising lines mean each round's checkpoint writes prompts the judge and the reward "
+        "model prefer."
+    ),
 }
 
 
@@ -141,7 +148,7 @@ def plot_loss_curves(curves: Mapping[str, Sequence[tuple[float, float]] | None])
     fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4.6 * max(1, len(names)), 3.1), squeeze=False)
     for ax, name in zip(axes[0], names, strict=False):
         points = curves[name]
-        ax.set_title(f"{name.upper()} training loss")
+        ax.set_title(f"{name.upper() if name == 'sft' else name} training loss")
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         if not points:
@@ -152,6 +159,32 @@ def plot_loss_curves(curves: Mapping[str, Sequence[tuple[float, float]] | None])
         ax.plot([s for s, _ in points], [v for _, v in points], marker="o", markersize=3, color="#4477aa")
         _integer_axes(ax, y=False)
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rounds(
+    pass_rates: Mapping[str, Mapping[int, float | None]], rewards: Mapping[str, Mapping[int, float | None]],
+    convention: str,
+) -> Figure:  # fmt: skip
+    """Judge pass rate and mean video reward by round, one line per target."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    panels = ((axes[0], pass_rates, "judge pass rate"), (axes[1], rewards, f"mean reward ({convention})"))
+    for ax, series, label in panels:
+        for target, by_round in series.items():
+            points = sorted((r, v) for r, v in by_round.items() if v is not None)
+            ax.plot([r for r, _ in points], [v for _, v in points], marker="o", label=target)
+        if not any(v is not None for by_round in series.values() for v in by_round.values()):
+            ax.text(
+                0.5, 0.5, "nothing scored", ha="center", va="center", transform=ax.transAxes, color="#777"
+            )
+        ax.set_xlabel("round")
+        ax.set_ylabel(label)
+        _integer_axes(ax, y=False)
+        ax.grid(alpha=0.3)
+    if any(pass_rates.values()):
+        axes[0].legend(fontsize="small")
     fig.tight_layout()
     return fig
 

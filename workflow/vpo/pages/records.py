@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vpo.core.io import read_records
 from vpo.core.queries import read_raw_queries
 
 
@@ -56,3 +57,34 @@ def loss_points(rows: Sequence[Mapping[str, Any]]) -> list[tuple[float, float]]:
         step = row.get("current_steps", row.get("step", i))
         points.append((float(step), float(row["loss"])))
     return points
+
+
+def round_feedback(
+    paths: Iterable[str], targets: Sequence[str], convention: str
+) -> tuple[dict[str, dict[int, float | None]], dict[str, dict[int, float | None]]]:
+    """Per target and round: the share of the round's candidates the judge passed (critique records) and
+    the mean reward of its videos (reward records), from record files under results/dpo/round-<r>/.
+    Round 1's critiques are shared: they count for every target."""
+    from vpo.core.rounds import locate
+
+    verdicts: dict[tuple[int, str | None], list[bool]] = {}
+    scores: dict[tuple[int, str | None], list[float]] = {}
+    for path in paths:
+        where = locate(str(path))
+        if where is None:
+            raise SystemExit(f"{path} is not under a round's folder (results/dpo/round-<r>/)")
+        for record in read_records(path):
+            if "verdict" in record:
+                verdicts.setdefault(where, []).append(record["verdict"] == "yes")
+            else:
+                scores.setdefault(where, []).append(record[f"score_{convention}"])
+    rounds = sorted({r for r, _ in [*verdicts, *scores]})
+
+    def mean(values: list[float] | list[bool] | None) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    pass_rates = {
+        t: {r: mean(verdicts.get((r, t)) or verdicts.get((r, None))) for r in rounds} for t in targets
+    }
+    rewards = {t: {r: mean(scores.get((r, t))) for r in rounds} for t in targets}
+    return pass_rates, rewards

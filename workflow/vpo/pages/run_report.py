@@ -33,9 +33,17 @@ from vpo.pages.plots import (
     plot_pairs_by_source,
     plot_prompt_lengths,
     plot_query_lengths,
+    plot_rounds,
     save_svg,
 )
-from vpo.pages.records import column_lengths, loss_points, raw_query_lengths, read_trainer_log, word_count
+from vpo.pages.records import (
+    column_lengths,
+    loss_points,
+    raw_query_lengths,
+    read_trainer_log,
+    round_feedback,
+    word_count,
+)
 from vpo.pages.resources import rule_usage
 from vpo.pages.summary import RunData, render_summary
 
@@ -92,6 +100,10 @@ def gather(args: argparse.Namespace, config: dict[str, Any], options: dict[str, 
             )
         elif not rows:
             notes[name] = f"{name.upper()}: the trainer log of {model_dir} has no step with a loss."
+    convention = (config.get("pairs") or {}).get("score_convention", "vpo_sum")
+    pass_rates, round_rewards = round_feedback(
+        args.round_feedback, list(config.get("targets") or {}), convention
+    )
     reward_svg = inline_svg(Path(args.reward_plot).read_text(encoding="utf-8")) if args.reward_plot else None
     video_page = os.path.relpath(args.video_page, Path(args.page).parent) if args.video_page else None
     return RunData(
@@ -100,12 +112,14 @@ def gather(args: argparse.Namespace, config: dict[str, Any], options: dict[str, 
         run_options=options,
         query_lengths=query_lengths,
         prompt_lengths=prompt_lengths,
-        pairs=read_records(args.pairs) if args.pairs else [],
+        pairs=[record for path in args.pairs for record in read_records(path)],
         losses=losses,
         loss_notes=notes,
         video_page=video_page,
         reward_svg=reward_svg,
         usage=rule_usage(args.rule_usage) if args.rule_usage else [],
+        round_pass_rates=pass_rates,
+        round_rewards=round_rewards,
     )
 
 
@@ -117,6 +131,11 @@ def write_plots(data: RunData, paths: Mapping[str, str]) -> dict[str, Markup]:
         "prompt_lengths": lambda: plot_prompt_lengths(data.prompt_lengths),
         "pairs_by_source": lambda: plot_pairs_by_source(data.pairs, video_on),
         "loss_curves": lambda: plot_loss_curves(data.losses),
+        "rounds": lambda: plot_rounds(
+            data.round_pass_rates,
+            data.round_rewards,
+            (data.config.get("pairs") or {}).get("score_convention", ""),
+        ),
     }
     return {name: save_svg(make(), paths[name], salt=name) for name, make in figures.items() if name in paths}
 
@@ -133,7 +152,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--sft-refinements", nargs="*", default=[])
     p.add_argument("--candidates", nargs="*", default=[], help="DPO candidate records")
     p.add_argument("--dpo-refinements", nargs="*", default=[])
-    p.add_argument("--pairs", default=None, help="DPO pair records")
+    p.add_argument("--pairs", nargs="*", default=[], help="DPO pair records of every round and target")
+    p.add_argument(
+        "--round-feedback", nargs="*", default=[],
+        help="the DPO rounds' critique and reward records (results/dpo/round-<r>/...)",
+    )  # fmt: skip
     p.add_argument(
         "--trainer-logs", nargs="*", default=[], metavar="STAGE=DIR", help="training output folders"
     )

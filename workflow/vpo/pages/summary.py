@@ -37,6 +37,9 @@ class RunData:
     video_page: str | None = None
     reward_svg: Markup | None = None
     usage: list[RuleUsage] = dataclasses.field(default_factory=list)  # time and memory per rule
+    # Per target, per round: the judge's pass rate of the round's candidates and their videos' mean reward.
+    round_pass_rates: dict[str, dict[int, float | None]] = dataclasses.field(default_factory=dict)
+    round_rewards: dict[str, dict[int, float | None]] = dataclasses.field(default_factory=dict)
 
 
 class Card(NamedTuple):

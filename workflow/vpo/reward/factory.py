@@ -34,10 +34,10 @@ def reward_backend(name: str) -> Backend:
     return lookup(REWARD_BACKENDS, "reward.backend", name)
 
 
-def open_scorer(spec: dict[str, Any]) -> Scorer:
-    """The scorer of `spec` (the `reward` section resolved, vpo.config.resolve.reward_spec), loaded now,
-    with the batch size the run options give."""
-    return reward_backend(spec["backend"]).build(section_options("reward", spec))
+def open_scorer(spec: dict[str, Any], target: str | None = None) -> Scorer:
+    """The scorer of `spec` (a target's `reward` section resolved, vpo.config.resolve.reward_spec), loaded
+    now, with the batch size the run options give (those of text-to-video target `target`, if given)."""
+    return reward_backend(spec["backend"]).build(section_options("reward", spec, target))
 
 
 class LazyScorer:
@@ -46,12 +46,12 @@ class LazyScorer:
     A re-run whose answers are all cached then never pays the model's load time (25 GB for VisionReward).
     """
 
-    def __init__(self, spec: dict[str, Any]):
-        self.spec = spec
+    def __init__(self, spec: dict[str, Any], target: str | None = None):
+        self.spec, self.target = spec, target
         self.fingerprint = reward_backend(spec["backend"]).fingerprint(spec)
         self._scorer: Scorer | None = None
 
     def answer(self, frames, questions: list[str]) -> list[Answer]:
         if self._scorer is None:
-            self._scorer = open_scorer(self.spec)
+            self._scorer = open_scorer(self.spec, self.target)
         return self._scorer.answer(frames, questions)

@@ -103,6 +103,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="diffusers pipeline folder or hub id")
     p.add_argument("--revision", default=None)
     p.add_argument("--t2v", type=json.loads, required=True, help="t2v settings as JSON")
+    p.add_argument("--target", default=None, help="text-to-video target whose run options apply")
     p.add_argument("--seed", type=int, required=True, help="root seed")
     p.add_argument(
         "--seed-by",
@@ -126,7 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     setup(args.threads)
     revision = args.revision or None
     # The rule's settings decide the pixels; batch size and memory switches come from the run options.
-    settings = {**section_options("t2v", args.t2v), "model_path": args.model, "revision": revision}
+    settings = {
+        **section_options("t2v", args.t2v, args.target),
+        "model_path": args.model,
+        "revision": revision,
+    }
     backend = t2v_backend(settings["backend"])
     report = job_report("generate_videos", args)
     report.add_inputs([args.candidates])

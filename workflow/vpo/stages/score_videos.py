@@ -108,6 +108,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", required=True, help="video records of one part (Parquet)")
     p.add_argument("--checklist", required=True, help="checklist file (YAML)")
     p.add_argument("--scorer", type=json.loads, required=True, help="resolved reward spec as JSON")
+    p.add_argument("--target", default=None, help="text-to-video target whose run options apply")
     p.add_argument(
         "--skip-benchmark", default=None, metavar="QUERIES",
         help="held-out queries (Parquet): leave out the benchmark suites' videos (VBench scores them)",
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     report.add_models([args.scorer.get("model_path")])
     checklist = load_checklist(args.checklist)
     frames_cfg = {"per_second": args.scorer["frames_per_second"], "max_frames": args.scorer["max_frames"]}
-    scorer = LazyScorer(args.scorer)
+    scorer = LazyScorer(args.scorer, args.target)
     videos = read_records(args.videos)
     if args.skip_benchmark:
         report.add_inputs([args.skip_benchmark])

@@ -23,9 +23,17 @@ log = logging.getLogger(__name__)
 
 
 def training_yaml(
-    stage: str, model: str, dataset_dir: str, dataset: str, out: str, train: dict[str, Any], seed: int
+    stage: str,
+    model: str,
+    dataset_dir: str,
+    dataset: str,
+    out: str,
+    train: dict[str, Any],
+    seed: int,
+    ref_model: str | None = None,
 ) -> dict[str, Any]:
-    """The LLaMA-Factory arguments for one run; `train` is a validated `train_sft`/`train_dpo` section."""
+    """The LLaMA-Factory arguments for one run; `train` is a validated `train_sft`/`train_dpo` section.
+    DPO's frozen reference is a copy of `model` unless `ref_model` names another checkpoint."""
     args: dict[str, Any] = {
         "model_name_or_path": model,
         "stage": stage,
@@ -64,6 +72,8 @@ def training_yaml(
         args["deepspeed"] = train["deepspeed"]
     if stage == "dpo":
         args.update(pref_beta=train["pref_beta"], pref_loss=train["pref_loss"])
+        if ref_model and ref_model != model:
+            args["ref_model"] = ref_model
     return args
 
 
@@ -85,11 +95,12 @@ def train(
     train_cfg: dict[str, Any],
     seed: int,
     threads: int | None,
+    ref_model: str | None = None,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     lora = train_cfg["finetuning_type"] == "lora"
     run_dir = out / "adapter" if lora else out
-    args = training_yaml(stage, model, dataset_dir, dataset, str(run_dir), train_cfg, seed)
+    args = training_yaml(stage, model, dataset_dir, dataset, str(run_dir), train_cfg, seed, ref_model)
     config_path = out / f"llamafactory_{stage}.yaml"
     config_path.write_text(yaml.safe_dump(args, sort_keys=False))
     run_cli("train", config_path, threads)
@@ -117,6 +128,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vpo.stages.train", description=__doc__)
     p.add_argument("--stage", required=True, choices=["sft", "dpo"])
     p.add_argument("--model", required=True, help="starting checkpoint (folder or hub id)")
+    p.add_argument(
+        "--ref-model", default=None, help="DPO: the frozen reference checkpoint (default: a copy of --model)"
+    )
     p.add_argument("--dataset-dir", required=True, help="folder with dataset_info.json")
     p.add_argument("--dataset", required=True, help="dataset name in dataset_info.json")
     p.add_argument(
@@ -134,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     report = job_report(f"train_{args.stage}", args)
     report.add_inputs(Path(args.dataset_dir).glob("*.json"))
-    report.add_models([args.model])
+    report.add_models([args.model, *([args.ref_model] if args.ref_model else [])])
     results = train(
         args.stage,
         args.model,
@@ -144,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         args.train,
         args.seed,
         args.threads,
+        args.ref_model,
     )
     report.counts = results
     log_file = (

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vpo.core import rounds
 from vpo.core.fingerprints import sha256_file
 from vpo.core.io import read_records
 from vpo.core.layout import RECORD_FILES
@@ -138,10 +139,16 @@ class Auditor:
         }
         node = Node(kind, item_id, fields)
         if kind == "candidate":
-            node.children.append(
-                self.checkpoint(self.run.results / "models" / "sft", record["model_fingerprint"])
-            )
+            node.children.append(self.checkpoint(self.sampler_of(path), record["model_fingerprint"]))
         return node
+
+    def sampler_of(self, path: Path) -> Path:
+        """The checkpoint that sampled a round's candidates: SFT in round 1, else the target's previous
+        round's DPO checkpoint (vpo.core.rounds)."""
+        where = rounds.locate(path.relative_to(self.run.results).as_posix())
+        round_, target = where if where else (1, None)
+        folder = rounds.checkpoint(round_ - 1, target or "").removeprefix("results/")
+        return self.run.results / folder
 
     def critique(self, item_id: str) -> Node | None:
         if item_id not in self.run.critiques:
@@ -217,7 +224,9 @@ class Auditor:
         }
         return Node("reward", video_id, fields)
 
-    def checkpoint(self, path: Path, fingerprint: str | None = None) -> Node:
+    def checkpoint(self, path: Path, fingerprint: str | None = None, kind: str = "checkpoint") -> Node:
+        """A policy checkpoint, the data it was trained on, and the checkpoints it started from and was
+        held to (DPO's reference), back through the rounds to SFT and its base model."""
         report = self.run.report_of(path) or {}
         prov = report.get("provenance", {})
         fields: dict[str, Any] = {"path": str(path)}
@@ -225,7 +234,19 @@ class Auditor:
             fields["fingerprint"] = fingerprint
         fields["trained_from"] = {k: v[:16] for k, v in prov.get("inputs_sha256", {}).items()}
         fields["written_by"] = self.run.job(path)
-        return Node("checkpoint", path.name, fields)
+        where = rounds.locate(path.as_posix())
+        label = f"round {where[0]} for {where[1]}" if where and where[1] else path.name
+        node = Node(kind, label, fields)
+        models = self.run.results.resolve() / "models"
+        for role, (source, model_fp) in zip(
+            ("started from", "reference"), prov.get("models", {}).items(), strict=False
+        ):
+            source_path = Path(source)
+            if models in source_path.resolve().parents and source_path.resolve() != path.resolve():
+                node.children.append(self.checkpoint(source_path, model_fp, f"checkpoint ({role})"))
+            elif role == "started from":
+                node.children.append(Node("base model", source, {"fingerprint": model_fp}))
+        return node
 
     def pair(self, pair_id: str) -> Node:
         record, path = self.run.pairs[pair_id]
@@ -338,9 +359,11 @@ class Auditor:
         ]
         checkpoints = []
         if example and example[0]["status"] == "included":
-            checkpoints += ["sft (SFT example)", "dpo (trained from sft)"]
-        if trained_on:
-            checkpoints.append("dpo (preference pairs)")
+            checkpoints += ["sft (SFT example)", "every DPO checkpoint (trained from sft)"]
+        for p in trained_on:
+            round_, target = rounds.locate(self.run.pairs[p][1].as_posix()) or (1, "?")
+            later = "" if round_ == self.rounds_of(target) else " and the rounds after it"
+            checkpoints.append(f"dpo round {round_} for {target} (preference pairs{later})")
         node.fields["sft_example"] = example[0]["status"] if example else None
         node.fields["checkpoints_depending_on_it"] = sorted(set(checkpoints)) or ["none"]
         return node
@@ -388,10 +411,21 @@ class Auditor:
         node = Node("model", model, {"fingerprint_match": match})
         node.children += [Node("records", where, {"count": n}) for where, n in sorted(used.items())]
         node.fields["dpo_pairs_depending_on_it"] = f"{len(pairs)} of {len(trained_on)}"
-        node.fields["checkpoints_depending_on_it"] = (["sft"] if sft_side else []) + (
-            ["dpo"] if pairs else []
-        )
+        first_rounds: dict[str, int] = {}
+        for pair_id in pairs:
+            round_, target = rounds.locate(self.run.pairs[pair_id][1].as_posix()) or (1, "?")
+            first_rounds[target or "?"] = min(round_, first_rounds.get(target or "?", round_))
+        node.fields["checkpoints_depending_on_it"] = (["sft", "every DPO checkpoint"] if sft_side else []) + [
+            f"dpo round {r} for {t}" + ("" if r == self.rounds_of(t) else " and the rounds after it")
+            for t, r in sorted(first_rounds.items())
+        ]
         return node
+
+    def rounds_of(self, target: str | None) -> int:
+        """The last round of `target` with a DPO checkpoint in this run (1 if none)."""
+        folders = (self.run.results / "models" / "dpo").glob("round-*")
+        found = [int(p.name.removeprefix("round-")) for p in folders if (p / (target or "")).is_dir()]
+        return max(found, default=1)
 
 
 def render(node: Node, prefix: str = "", last: bool = True, top: bool = True) -> list[str]:

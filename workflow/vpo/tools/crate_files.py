@@ -29,17 +29,18 @@ MAIN_OUTPUT_GLOBS = (
     "results/queries/*.parquet",
     "results/sft/dataset.json",
     "results/sft/examples.parquet",
-    "results/dpo/pairs.parquet",
-    "results/dpo/video_pairs.parquet",
+    "results/dpo/round-*/*/pairs.parquet",
+    "results/dpo/round-*/*/video_pairs.parquet",
     "results/report/*",
-    "results/eval/table.*",
-    "results/eval/*.svg",
+    "results/report/round-*/*/*",
+    "results/eval/tables/*/*",
     "results/eval/queries.parquet",
 )
-MAIN_OUTPUT_TREES = ("results/sft/dataset", "results/dpo/dataset")
+# Folders (globs) of LLaMA-Factory datasets, one per DPO round and target.
+MAIN_OUTPUT_TREES = ("results/sft/dataset", "results/dpo/round-*/*/dataset")
 # Checkpoints can be tens of GB: described file by file with checksums, never copied.
 MODELS_DIR = "results/models"
-MODEL_DIRS = ("results/models/sft", "results/models/dpo")
+MODEL_DIRS = ("results/models/sft", "results/models/dpo/round-*/*")
 # Arguments of the stage CLIs that name what a job wrote (the rest are inputs or settings).
 OUTPUT_FLAGS = frozenset({"--out", "--out-dir", "--dropped", "--examples", "--pairs"})
 CONDA_ENV_FORMAT = (
@@ -269,12 +270,20 @@ def add_main_outputs(b: Builder) -> list[Entity]:
         if path.is_file()
     ]
     outputs += [
-        b.add_tree(rel, f"LLaMA-Factory dataset folder {rel}")
-        for rel in MAIN_OUTPUT_TREES
-        if (b.root / rel).is_dir()
+        b.add_tree(rel, f"LLaMA-Factory dataset folder {rel}") for rel in _folders(b.root, MAIN_OUTPUT_TREES)
     ]
-    outputs += [b.add_output(rel) for rel in MODEL_DIRS if (b.root / rel).is_dir()]
+    outputs += [b.add_output(rel) for rel in _folders(b.root, MODEL_DIRS)]
     return list({e.id: e for e in outputs}.values())  # a file two patterns match, once
+
+
+def _folders(root: Path, patterns: tuple[str, ...]) -> list[str]:
+    """The folders under `root` that the glob patterns match, relative to it."""
+    return [
+        p.relative_to(root).as_posix()
+        for pattern in patterns
+        for p in sorted(root.glob(pattern))
+        if p.is_dir()
+    ]
 
 
 def add_job_results(b: Builder, report: JobRecord) -> list[Entity]:

@@ -83,7 +83,7 @@ def estimate(config: dict[str, Any]) -> list[Line]:
     ) -> None:
         section = section or config[stage]
         name = section["llm"]
-        if phase == "dpo" and section.get("dpo_llm"):
+        if phase.startswith("dpo") and section.get("dpo_llm"):
             name = section["dpo_llm"]
         model, mode, price = llm_of(name)
         retries = section.get("max_parse_retries", 0)
@@ -91,9 +91,16 @@ def estimate(config: dict[str, Any]) -> list[Line]:
         lines.append(Line(stage, phase, model, mode, n, n * (1 + retries), _tokens(messages), max_new, price))
 
     templates = {s: load_template(config[s]["template"]) for s in ("draft", "critique", "refine")}
+    sample_tokens = config["sample"]["generation"]["max_new_tokens"]
+    # Round 1's candidates are judged once for every target; later rounds' once per target.
+    dpo_phases = [
+        (f"dpo round {r}" + ("" if r == 1 else f" x{len(config['targets'])} targets"),
+         n_dpo * k * (1 if r == 1 else len(config["targets"])), query_dpo, sample_tokens)
+        for r in range(1, config["rounds"]["count"] + 1)
+    ]  # fmt: skip
     for phase, n, query, prompt_tokens in (
         ("sft", n_sft, query_sft, config["draft"]["generation"]["max_new_tokens"]),
-        ("dpo", n_dpo * k, query_dpo, config["sample"]["generation"]["max_new_tokens"]),
+        *dpo_phases,
     ):
         prompt = "p" * (prompt_tokens * CHARS_PER_TOKEN)
         critique = "c" * (config["critique"]["generation"]["max_new_tokens"] * CHARS_PER_TOKEN)
@@ -125,10 +132,82 @@ def _add_eval_lines(config: dict[str, Any], add: Callable[..., None]) -> None:
         if "llm" in extra:
             method = {"llm": extra["llm"], "generation": section["generation"]}
             add(f"eval_{name}", "eval", n, conversation(policy, query=query), method)
-    methods = len({"original", *section["methods"]}) + len(section["extra_methods"])
+    checkpoints = config["rounds"]["count"] * len(config["targets"])  # one DPO method per round and target
+    builtin = {"original", *section["methods"]}
+    methods = (
+        len(builtin - {"dpo"}) + (checkpoints if "dpo" in builtin else 0) + len(section["extra_methods"])
+    )
     prompt = "p" * (section["generation"]["max_new_tokens"] * CHARS_PER_TOKEN)
     judged = judge_conversation(load_template(judge["template"]), query, prompt)
     add("eval_judge", "eval", n * methods, judged, judge)
+
+
+@dataclass
+class GpuLine:
+    stage: str
+    target: str
+    videos: int
+    seconds_per_video: float | None
+
+    @property
+    def hours(self) -> float | None:
+        return None if self.seconds_per_video is None else self.videos * self.seconds_per_video / 3600
+
+
+def _eval_prompts(config: dict[str, Any]) -> tuple[int, int]:
+    """(held-out queries, benchmark prompts) of the evaluation."""
+    section = config["eval"]
+    files = [f for f in (section["queries"], section["unsafe_queries"]) if f]
+    held_out = sum(len(read_raw_queries(f)) for f in files)
+    return held_out, sum(len(suite_prompts(s, section["suite_limit"])) for s in section["suites"])
+
+
+def gpu_estimate(config: dict[str, Any]) -> list[GpuLine]:
+    """Videos rendered and scored per stage and target, priced at each target's `gpu_seconds_per_video`."""
+    if not config["pairs"]["video"]:
+        return []
+    n_dpo, _ = _queries(config, "dpo")
+    lines = []
+    evaluation = config.get("eval", {}).get("enabled")
+    if evaluation:
+        section = config["eval"]
+        held_out, benchmark = _eval_prompts(config)
+        scored = held_out * section["videos_per_prompt"]  # the checklist skips the benchmark prompts' videos
+        rendered = scored + benchmark * section["vbench"]["videos_per_prompt"]
+        shared = len({"original", *section["methods"]} - {"dpo"}) + len(section["extra_methods"])
+        own = config["rounds"]["count"] if "dpo" in section["methods"] else 0
+    for name, target in config["targets"].items():
+        t2v, reward = target["t2v"], target["reward"]
+        videos = config["rounds"]["count"] * n_dpo * config["sample"]["k"] * t2v["videos_per_prompt"]
+        stages = [("generate_videos", videos, t2v), ("score_videos", videos, reward)]
+        if evaluation:
+            methods = shared + own
+            stages += [("eval_videos", methods * rendered, t2v), ("eval_rewards", methods * scored, reward)]
+        lines += [GpuLine(stage, name, n, part.get("gpu_seconds_per_video")) for stage, n, part in stages]
+    return lines
+
+
+def format_gpu_table(lines: list[GpuLine]) -> str:
+    header = ["stage", "target", "videos", "GPU s/video", "GPU-hours"]
+    rows = [
+        [g.stage, g.target, str(g.videos), "-" if g.seconds_per_video is None else f"{g.seconds_per_video:g}",
+         "-" if g.hours is None else f"{g.hours:,.1f}"]
+        for g in lines
+    ]  # fmt: skip
+    priced = [g.hours for g in lines if g.hours is not None]
+    rows.append(
+        ["total", "", str(sum(g.videos for g in lines)), "", f"{sum(priced):,.1f}" if priced else "-"]
+    )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    out = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+    out.insert(1, "-+-".join("-" * w for w in widths))
+    out.append("")
+    out.append(
+        "GPU time of the video stages, all rounds: each target's t2v/reward `gpu_seconds_per_video` times "
+        "its videos (upper bound: curation only removes queries). '-': not set in the config. LLM stages on "
+        "local GPUs and training are not priced here."
+    )
+    return "\n".join(out)
 
 
 def format_table(lines: list[Line], budget: float | None, spent: float) -> str:
@@ -160,18 +239,24 @@ def format_table(lines: list[Line], budget: float | None, spent: float) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vpo estimate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", nargs="?", default="config/config.yaml", help="config file")
+    parser.add_argument(
+        "config", nargs="*", default=["config/config.yaml"],
+        help="config file, or layered files (later override earlier, as with snakemake --configfile a b)",
+    )  # fmt: skip
     parser.add_argument(
         "--cache-dir", default=CACHE_DIR, help="item cache root; the ledger is in state/ beside it"
     )
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_config(*args.config)
     except ConfigError as exc:
         raise SystemExit(str(exc)) from None
     ledger = ledger_dir(args.cache_dir)
     spent = spent_usd(ledger) if ledger.exists() else 0.0
     sys.stdout.write(format_table(estimate(config), config["budget_usd"], spent) + "\n")
+    gpu = gpu_estimate(config)
+    if gpu:
+        sys.stdout.write("\n" + format_gpu_table(gpu) + "\n")
     if ledger.exists():
         sys.stdout.write("\n" + format_spending(read_ledger(ledger)) + "\n")
 

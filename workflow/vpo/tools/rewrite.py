@@ -78,8 +78,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write JSON lines {query, prompt, status, ...} here (default: stdout)")
     p.add_argument(
         "--model",
-        default="results/models/dpo",
-        help="checkpoint folder or hub id (in-process), or the name an endpoint serves (--base-url)",
+        default=None,
+        help="checkpoint folder or hub id (in-process), or the name an endpoint serves (--base-url); "
+        "default: the last round's DPO checkpoint of this run, when it has one target",
     )
     p.add_argument(
         "--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 of `vllm serve`"
@@ -100,7 +101,23 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def last_checkpoint(models: Path = Path("results/models/dpo")) -> str:
+    """The DPO checkpoint of the run's last round (results/models/dpo/round-<r>/<target>), if one target."""
+    folders = [p for p in models.glob("round-*/*") if p.is_dir() and p.parent.name[6:].isdigit()]
+    if not folders:
+        raise SystemExit(f"no DPO checkpoint under {models}: run the workflow first, or pass --model")
+    last = max(int(p.parent.name[6:]) for p in folders)
+    newest = sorted(str(p) for p in folders if int(p.parent.name[6:]) == last)
+    if len(newest) > 1:
+        listed = ", ".join(newest)
+        raise SystemExit(f"round {last} has a checkpoint per target ({listed}): pass one as --model")
+    return newest[0]
+
+
 def llm_spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    if args.base_url and args.model is None:
+        raise SystemExit("--base-url needs --model: the name the endpoint serves")
+    args.model = args.model or last_checkpoint()
     if args.base_url:
         spec = {
             "backend": "openai",

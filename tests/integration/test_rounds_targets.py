@@ -1,0 +1,169 @@
+"""Two preference rounds × two text-to-video targets from two diffusers families (tiny CogVideoX and tiny
+Wan), run for real once (tests/integration/rounds_targets.yaml over the default): round 2 samples with
+round 1's checkpoint of its own target, every (round, target) trains its own DPO checkpoint, each target
+gets its own evaluation table with a row per round, the audit walks a round-2 pair back through round 1 to
+SFT, and a change to one target or to round 2 re-runs nothing of the other target or of round 1."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.workflow_run import REPO, copy_project, jobs_by_rule
+from tests.workflow_run import run_snakemake as snakemake
+from vpo.core.fingerprints import fingerprint
+from vpo.core.io import read_records
+
+pytestmark = pytest.mark.integration
+
+LAYER = REPO / "tests/integration/rounds_targets.yaml"
+TARGETS = ("tiny-cogvideox", "tiny-wan")
+CONFIG = ("--configfile", "config/config.yaml", "rounds_targets.yaml")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, default_run) -> Path:
+    """The 2×2 run in a clean copy of the project that starts from the default run's built models and item
+    caches (LLM answers, videos): the SFT side and round 1's text level are the default's, so their model
+    calls are cache hits, while every job of this DAG still runs."""
+    root = tmp_path_factory.mktemp("rounds")
+    copy_project(root)
+    for folder in ("resources/models", "results/cache", "results/state"):
+        shutil.copytree(default_run / folder, root / folder, symlinks=True)
+    (root / "rounds_targets.yaml").write_text(LAYER.read_text())
+    run = snakemake(root, *CONFIG)
+    (root / "first-run.log").write_text(run.stdout + run.stderr)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    return root
+
+
+def outputs(log: str) -> list[str]:
+    """Every output path of the jobs a (dry) run lists."""
+    return [path for line in log.splitlines() if line.strip().startswith("output:")
+            for path in line.split(":", 1)[1].strip().split(", ")]  # fmt: skip
+
+
+def test_every_round_and_target_trains_its_own_checkpoint(project):
+    results = project / "results"
+    for round_ in (1, 2):
+        for target in TARGETS:
+            model = results / f"models/dpo/round-{round_}/{target}"
+            assert any(model.glob("*.safetensors")), model
+            pairs = read_records(results / f"dpo/round-{round_}/{target}/pairs.parquet")
+            assert pairs, (round_, target)
+    # Round 1's text level is shared; round 2's is per target, sampled by the target's round-1 checkpoint.
+    assert not (results / "dpo/round-1/tiny-wan/candidates").exists()
+    for target in TARGETS:
+        candidates = read_records(results / f"dpo/round-2/{target}/candidates/shard-0.parquet")
+        sampler = fingerprint(str(results / f"models/dpo/round-1/{target}"))
+        assert {c["model_fingerprint"] for c in candidates} == {f"hf|{sampler}"} or all(
+            sampler in c["model_fingerprint"] for c in candidates
+        )
+    sft = fingerprint(str(results / "models/sft"))
+    assert all(
+        sft in c["model_fingerprint"]
+        for c in read_records(results / "dpo/round-1/candidates/shard-0.parquet")
+    )
+
+
+def test_round_two_trains_from_round_one_and_is_held_to_it(project):
+    for target in TARGETS:
+        report = json.loads((project / f"results/models/dpo/round-2/{target}.report.json").read_text())
+        assert list(report["provenance"]["models"]) == [f"results/models/dpo/round-1/{target}"]
+        yaml_text = (project / f"results/models/dpo/round-2/{target}/llamafactory_dpo.yaml").read_text()
+        assert f"model_name_or_path: results/models/dpo/round-1/{target}" in yaml_text
+        assert "ref_model" not in yaml_text  # reference: previous, the checkpoint it starts from
+
+
+def test_each_target_renders_with_its_own_diffusers_family(project):
+    fingerprints = {}
+    for target in TARGETS:
+        videos = read_records(project / f"results/dpo/round-1/{target}/videos/shard-0/part-0.parquet")
+        assert videos and all(
+            Path(v["video_path"]).exists() or (project / v["video_path"]).exists() for v in videos
+        )
+        fingerprints[target] = {v["model_fingerprint"] for v in videos}
+    assert fingerprints["tiny-cogvideox"].isdisjoint(fingerprints["tiny-wan"])
+    assert any("WanPipeline" in f for f in fingerprints["tiny-wan"])
+    assert any("CogVideoXPipeline" in f for f in fingerprints["tiny-cogvideox"])
+
+
+def test_each_target_has_a_table_with_a_row_per_round(project):
+    tables = {}
+    for target in TARGETS:
+        path = project / f"results/eval/tables/{target}/table.csv"
+        rows = {r["method"]: r for r in csv.DictReader(path.open())}
+        assert list(rows) == ["original", "sft", f"dpo-r1-{target}", f"dpo-r2-{target}"]
+        for name, row in rows.items():
+            assert (
+                float(row["reward_vpo_sum_low"])
+                <= float(row["reward_vpo_sum"])
+                <= float(row["reward_vpo_sum_high"])
+            )
+            if name != "original":
+                assert sum(float(row[k]) for k in ("win", "tie", "loss")) == pytest.approx(1.0)
+        tables[target] = rows
+    # The text level is computed once: the SFT rewrites and their judgements are the same rows in both
+    # tables; the videos are each target's own.
+    for key in ("aligned", "unsafe", "refusal", "prompt_words"):
+        assert tables["tiny-cogvideox"]["sft"][key] == tables["tiny-wan"]["sft"][key]
+    (project / "eval-tables.md").write_text(
+        "\n".join((project / f"results/eval/tables/{t}/table.md").read_text() for t in TARGETS)
+    )
+
+
+def test_the_run_report_plots_both_rounds(project):
+    page = (project / "results/report/summary.html").read_text()
+    assert "judge pass rate" in page and "round" in page
+    svg = (project / "results/report/rounds.svg").read_text()
+    assert svg.count("<path") > 4
+
+
+def test_audit_walks_a_round_two_pair_back_through_round_one_to_sft(project):
+    pairs = read_records(project / "results/dpo/round-2/tiny-wan/pairs.parquet")
+    run = subprocess.run(
+        [sys.executable, "-m", "vpo.cli", "audit", pairs[0]["pair_id"], "--json"],
+        cwd=project, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    text = json.dumps(json.loads(run.stdout))
+    chain = re.findall(r'"label": "(round \d for tiny-wan|sft)"', text)
+    assert chain[:2] == ["round 1 for tiny-wan", "sft"], chain
+
+
+def test_changing_target_b_never_reruns_target_a(project):
+    run = snakemake(
+        project, "--dry-run", *CONFIG, "--config", "targets={tiny-wan: {t2v: {num_inference_steps: 3}}}"
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    paths = outputs(run.stdout)
+    assert paths and not [p for p in paths if "tiny-cogvideox" in p]
+    assert not [
+        p for p in paths if p.startswith(("results/sft", "results/dpo/round-1/c", "results/dpo/round-1/r"))
+    ]
+    jobs = jobs_by_rule(run.stdout)
+    # tiny-wan: both rounds' videos onward, round 2's samples and judge turns, its evaluation rows.
+    assert jobs["generate_videos"] == 2 and jobs["train_dpo"] == 2 and jobs["sample"] == 1
+    assert jobs["eval_table"] == 1 and "train_sft" not in jobs
+
+
+def test_changing_round_two_never_reruns_round_one(project):
+    # The DPO reference matters from round 2 on (round 1 is held to SFT either way).
+    run = snakemake(project, "--dry-run", *CONFIG, "--config", "rounds={count: 2, reference: sft}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    paths = outputs(run.stdout)
+    assert not [p for p in paths if "round-1" in p or "dpo-r1-" in p]
+    assert jobs_by_rule(run.stdout)["train_dpo"] == 2
+    # A third round adds its jobs and keeps both earlier rounds.
+    run = snakemake(project, "--dry-run", *CONFIG, "--config", "rounds={count: 3, reference: previous}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    paths = outputs(run.stdout)
+    assert paths and not [p for p in paths if re.search(r"round-[12]/|dpo-r[12]-", p)]
+    assert jobs_by_rule(run.stdout)["train_dpo"] == 2
