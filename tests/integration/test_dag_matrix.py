@@ -23,15 +23,16 @@ DEFAULT = {**BASE_JOBS, **VIDEO_JOBS, **EVAL_JOBS}
 ROUND_2 = {"sample": 1, "critique": 1, "refine": 1, "generate_videos": 1, "score_videos": 1, "video_pairs": 1,
            "video_report": 1, "build_pairs": 1, "train_dpo": 1, "eval_prompts": 1, "eval_judge": 1,
            "eval_videos": 1, "eval_rewards": 1, "eval_vbench": 1}  # fmt: skip
-# tests/integration/rounds_targets.yaml: tiny Wan as a second target; the evaluation without few-shot and
-# VBench (original, sft and one DPO method per round and target).
+# tests/integration/dag_rounds_targets.yaml: tiny Wan as a second target (built by its rule), the default's
+# evaluation for each target (its original, few-shot and SFT rows, and one DPO method per round).
 LAYER = (
     "--configfile",
     str(REPO / "config/config.yaml"),
-    str(REPO / "tests/integration/rounds_targets.yaml"),
+    str(REPO / "tests/integration/dag_rounds_targets.yaml"),
 )
-EVAL_FIXED = {"eval_queries": 1, "eval_original_prompts": 1, "eval_table": 2}  # a table per target
-ROUNDS_TARGETS_BASE = {**BASE_JOBS, **VIDEO_JOBS, **EVAL_FIXED, "build_tiny_wan": 1}
+SECOND_TARGET = {"build_tiny_wan": 1, "generate_videos": 1, "score_videos": 1, "video_pairs": 1,
+                 "video_report": 1, "build_pairs": 1, "train_dpo": 1, "eval_prompts": 1, "eval_judge": 1,
+                 "eval_videos": 4, "eval_rewards": 4, "eval_vbench": 4, "eval_table": 1}  # fmt: skip
 
 
 def with_counts(base: dict[str, int], *deltas: dict[str, int]) -> dict[str, int]:
@@ -109,46 +110,11 @@ def test_default_scenarios(overrides, expected):
     ("overrides", "expected"),
     [
         (["--config", "rounds={count: 2}"], with_counts(DEFAULT, ROUND_2)),
-        # 1×2: round 1's text level is shared; each target renders, scores, pairs and trains (+1 each), and
-        # its DPO checkpoint is rewritten and judged once and scored on its own target's videos.
-        (
-            [*LAYER, "--config", "rounds={count: 1}"],
-            with_counts(
-                ROUNDS_TARGETS_BASE,
-                VIDEO_JOBS,
-                {
-                    "critique": 0,
-                    "build_pairs": 1,
-                    "train_dpo": 1,
-                    "eval_prompts": 3,
-                    "eval_judge": 4,
-                    "eval_videos": 6,
-                    "eval_rewards": 6,
-                },
-            ),
-        ),
-        # 2×2: round 2 samples and judges per target (+2 each), and everything after is per (round, target).
-        (
-            [*LAYER],
-            with_counts(
-                ROUNDS_TARGETS_BASE,
-                {
-                    "sample": 2,
-                    "critique": 2,
-                    "refine": 2,
-                    "generate_videos": 3,
-                    "score_videos": 3,
-                    "video_pairs": 3,
-                    "video_report": 3,
-                    "build_pairs": 3,
-                    "train_dpo": 3,
-                    "eval_prompts": 5,
-                    "eval_judge": 6,
-                    "eval_videos": 8,
-                    "eval_rewards": 8,
-                },
-            ),
-        ),
+        # 1×2: round 1's text level is shared; the second target renders, scores, pairs and trains on its own,
+        # and is scored in the evaluation for every method but the other target's DPO checkpoint.
+        ([*LAYER, "--config", "rounds={count: 1}"], with_counts(DEFAULT, SECOND_TARGET)),
+        # 2×2: a second round for each target (its own samples and judge turns from round 2 on).
+        ([*LAYER], with_counts(DEFAULT, SECOND_TARGET, ROUND_2, ROUND_2)),
     ],
     ids=["2x1", "1x2", "2x2"],
 )

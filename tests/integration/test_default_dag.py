@@ -32,7 +32,10 @@ EXPECTED_JOBS = {**BASE_JOBS, **VIDEO_JOBS, **EVAL_JOBS}
 TARGET = "tiny-cogvideox"
 DPO_METHOD = f"dpo-r1-{TARGET}"
 DPO_MODEL = f"results/models/dpo/round-1/{TARGET}"
-PAIRS = f"results/dpo/round-1/{TARGET}/pairs.parquet"
+ROUND = f"dpo/round-1/{TARGET}"  # the round's folder of the target (videos, rewards, pairs, dataset)
+PAIRS = f"results/{ROUND}/pairs.parquet"
+# Where rounds after the first keep each target's candidates and judge turns.
+LATER_ROUNDS_TEXT = tuple(f"dpo/round-*/*/{folder}/" for folder in ("candidates", "critiques", "refinements"))
 METHODS = ["original", "fewshot", "sft", DPO_METHOD]
 # A change on the DPO side re-runs the DPO column of the evaluation, and nothing else of it.
 DPO_EVAL = {
@@ -79,6 +82,8 @@ def test_the_record_files_audit_reads_are_where_the_rules_write_them(project):
     are checked by the test below."""
     for record_type, patterns in RECORD_FILES.items():
         for pattern in patterns:
+            if pattern.startswith(LATER_ROUNDS_TEXT):
+                continue  # a later round's candidates: one round here (test_dag_rounds_targets.py has two)
             files = list((project / "results").glob(pattern))
             assert files, f"{pattern} ({record_type}) matches nothing in a finished run"
             assert {RECORD_TYPES[next(g for g in RECORD_TYPES if f.match(g))] for f in files} == {record_type}
@@ -107,18 +112,21 @@ def test_stage_reports_account_for_every_item(project):
         "special_chars": 1,
         "too_short": 1,
     }
-    for report in results.glob("*/critiques/*.report.json"):
+    for report in [
+        *results.glob("sft/critiques/*.report.json"),
+        *results.glob("dpo/round-1/critiques/*.report.json"),
+    ]:
         counts = json.loads(report.read_text())["counts"]
         assert sum(counts["by_status"].values()) == counts["items"]
         provenance = json.loads(report.read_text())["provenance"]
         assert all(len(digest) == 64 for digest in provenance["inputs_sha256"].values())
     sft = read_records(results / "sft/examples.parquet")
-    pairs = read_records(results / "dpo/pairs.parquet")
+    pairs = read_records(results / ROUND / "pairs.parquet")
     assert sft and pairs
     assert len({p["query_id"] for p in pairs}) == len(pairs), "at most one pair per query"
     assert all(p["chosen"] != p["rejected"] for p in pairs)
-    dataset_info = json.loads((results / "dpo/dataset/dataset_info.json").read_text())
-    rows = json.loads((results / "dpo/dataset" / dataset_info["vpo_dpo"]["file_name"]).read_text())
+    dataset_info = json.loads((results / ROUND / "dataset/dataset_info.json").read_text())
+    rows = json.loads((results / ROUND / "dataset" / dataset_info["vpo_dpo"]["file_name"]).read_text())
     assert len(rows) == len(pairs)
 
 
@@ -126,9 +134,9 @@ def test_every_candidate_is_rendered_and_scored(project):
     from vpo.reward.frames import read_video
 
     results = project / "results"
-    candidates = read_records(next(results.glob("dpo/candidates/shard-*.parquet")))
-    videos = [v for p in sorted(results.glob("dpo/videos/*/*.parquet")) for v in read_records(p)]
-    rewards = [r for p in sorted(results.glob("dpo/rewards/*/*.parquet")) for r in read_records(p)]
+    candidates = read_records(next(results.glob("dpo/round-1/candidates/shard-*.parquet")))
+    videos = [v for p in sorted(results.glob(f"{ROUND}/videos/*/*.parquet")) for v in read_records(p)]
+    rewards = [r for p in sorted(results.glob(f"{ROUND}/rewards/*/*.parquet")) for r in read_records(p)]
     with_prompt = [c for c in candidates if c["status"] == "ok"]
     seeds = 2  # t2v.videos_per_prompt of the default
     assert sorted(v["candidate_id"] for v in videos) == sorted(c["item_id"] for c in with_prompt * seeds)
@@ -136,22 +144,22 @@ def test_every_candidate_is_rendered_and_scored(project):
     for video in videos:
         frames, fps = read_video(project / video["video_path"])
         assert frames.shape == (9, 32, 32, 3) and fps == pytest.approx(8)
-    counts = json.loads(next(results.glob("dpo/rewards/*/*.report.json")).read_text())["counts"]
+    counts = json.loads(next(results.glob(f"{ROUND}/rewards/*/*.report.json")).read_text())["counts"]
     answers = sum(counts.get(f"answers_{label}", 0) for label in ("yes", "no", "invalid"))
     assert answers == counts["videos"] * counts["questions"] == len(rewards) * 8
-    pairs = read_records(results / "dpo/pairs.parquet")
-    video_pairs = read_records(results / "dpo/video_pairs.parquet")
-    by_source = json.loads((results / "dpo/pairs.report.json").read_text())["counts"]["by_source"]
+    pairs = read_records(results / ROUND / "pairs.parquet")
+    video_pairs = read_records(results / ROUND / "video_pairs.parquet")
+    by_source = json.loads((results / ROUND / "pairs.report.json").read_text())["counts"]["by_source"]
     assert by_source.get("video", 0) == sum(p["source"] == "video" for p in pairs) >= 1
     text_queries = {p["query_id"] for p in pairs if p["source"] == "text"}
     merged_video = {p["pair_id"] for p in pairs if p["source"] == "video"}
     assert merged_video == {p["pair_id"] for p in video_pairs if p["query_id"] not in text_queries}
-    page = (results / "report/videos.html").read_text()
+    page = (results / f"report/round-1/{TARGET}/videos.html").read_text()
     assert page.count("<video") == len(videos)
 
 
 def test_deleted_video_is_the_only_one_rendered_again(project):
-    manifest = next((project / "results").glob("dpo/videos/*/*.parquet"))
+    manifest = next((project / "results").glob(f"{ROUND}/videos/*/*.parquet"))
     videos = read_records(manifest)
     (project / videos[0]["video_path"]).unlink()
     dry = snakemake(project, "--dry-run")
@@ -161,7 +169,7 @@ def test_deleted_video_is_the_only_one_rendered_again(project):
     counts = json.loads(manifest.with_suffix(".report.json").read_text())["counts"]
     assert counts["rendered"] == 1 and counts["cache_hits"] == len(videos) - 1
     assert (project / videos[0]["video_path"]).exists()
-    rewards = json.loads(next((project / "results").glob("dpo/rewards/*/*.report.json")).read_text())
+    rewards = json.loads(next((project / "results").glob(f"{ROUND}/rewards/*/*.report.json")).read_text())
     assert rewards["counts"].get("scored", 0) <= 1  # an identical re-render is a cache hit
     assert "Nothing to be done" in snakemake(project, "--dry-run").stdout
 
@@ -576,12 +584,12 @@ def test_one_changed_query_line_costs_only_that_query(project):
         return json.loads((project / "results" / path).read_text())
 
     k, videos_per_prompt = 2, 2
-    sample = report("dpo/candidates/shard-0.report.json")["llm"]
+    sample = report("dpo/round-1/candidates/shard-0.report.json")["llm"]
     assert sample["cache_misses"] == k and sample["cache_hits"] == sample["requests"] - k
-    critique = report("dpo/critiques/shard-0.report.json")["llm"]
+    critique = report("dpo/round-1/critiques/shard-0.report.json")["llm"]
     assert 1 <= critique["cache_misses"] <= k * 3 and critique["cache_hits"] >= 7 * k
-    videos = report("dpo/videos/shard-0/part-0.report.json")["counts"]
+    videos = report(f"{ROUND}/videos/shard-0/part-0.report.json")["counts"]
     changed = k * videos_per_prompt
     assert videos["rendered"] == changed and videos["cache_hits"] == videos["videos"] - changed
-    rewards = report("dpo/rewards/shard-0/part-0.report.json")["counts"]
+    rewards = report(f"{ROUND}/rewards/shard-0/part-0.report.json")["counts"]
     assert rewards["scored"] == changed

@@ -126,3 +126,39 @@ def test_estimate_prices_every_round_and_target(raw):
     assert rendered.videos == 2 * gpu_one["generate_videos", "tiny-cogvideox"].videos  # two rounds
     assert rendered.hours == pytest.approx(rendered.videos * 30 / 3600)
     assert gpu["score_videos", "tiny-wan"].hours is None  # not priced in the config
+
+
+def test_the_run_report_reads_pass_rate_and_reward_per_round_and_target(tmp_path):
+    import polars as pl
+
+    from vpo.pages.plots import plot_rounds, save_svg
+    from vpo.pages.records import round_feedback
+
+    def write(rel: str, rows: list[dict]) -> str:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame(rows).write_parquet(path)
+        return str(path)
+
+    paths = [
+        # Round 1's critiques are shared by both targets; round 2's are each target's own.
+        write(
+            "results/dpo/round-1/critiques/shard-0.parquet",
+            [{"verdict": v} for v in ("yes", "no", None, "no")],
+        ),
+        write("results/dpo/round-2/a/critiques/shard-0.parquet", [{"verdict": v} for v in ("yes", "yes")]),
+        write("results/dpo/round-2/b/critiques/shard-0.parquet", [{"verdict": v} for v in ("no", "yes")]),
+        write(
+            "results/dpo/round-1/a/rewards/shard-0/part-0.parquet", [{"score_vpo_sum": s} for s in (1.0, 3.0)]
+        ),
+        write("results/dpo/round-2/a/rewards/shard-0/part-0.parquet", [{"score_vpo_sum": 4.0}]),
+    ]
+    pass_rates, rewards = round_feedback(paths, ["a", "b"], "vpo_sum")
+    assert pass_rates == {"a": {1: 0.25, 2: 1.0}, "b": {1: 0.25, 2: 0.5}}
+    assert rewards == {"a": {1: 2.0, 2: 4.0}, "b": {1: None, 2: None}}
+    svg = save_svg(plot_rounds(pass_rates, rewards, "vpo_sum"), tmp_path / "rounds.svg", salt="rounds")
+    assert "judge pass rate" in (tmp_path / "rounds.svg").read_text() and svg
+    with pytest.raises(SystemExit, match="round"):
+        round_feedback(
+            [write("results/sft/critiques/shard-0.parquet", [{"verdict": "yes"}])], ["a"], "vpo_sum"
+        )

@@ -83,7 +83,7 @@ rule run_report:
         sft_model=rules.train_sft.output.model,
         dpo_models=list(DPO_MODELS.values()),
         reward_plot=[rules.video_report.output.plot.format(round=1, target=TARGETS[0])] if VIDEO else [],
-        video_page=[rules.video_report.output.page.format(round=1, target=TARGETS[0])] if VIDEO else [],
+        video_page=per_round_target(rules.video_report.output.page) if VIDEO else [],
     output:
         page=report(
             "results/report/summary.html",

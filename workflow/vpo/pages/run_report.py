@@ -105,7 +105,7 @@ def gather(args: argparse.Namespace, config: dict[str, Any], options: dict[str, 
         args.round_feedback, list(config.get("targets") or {}), convention
     )
     reward_svg = inline_svg(Path(args.reward_plot).read_text(encoding="utf-8")) if args.reward_plot else None
-    video_page = os.path.relpath(args.video_page, Path(args.page).parent) if args.video_page else None
+    video_pages = [os.path.relpath(page, Path(args.page).parent) for page in args.video_page]
     return RunData(
         jobs=jobs,
         config=config,
@@ -115,7 +115,7 @@ def gather(args: argparse.Namespace, config: dict[str, Any], options: dict[str, 
         pairs=[record for path in args.pairs for record in read_records(path)],
         losses=losses,
         loss_notes=notes,
-        video_page=video_page,
+        video_pages=video_pages,
         reward_svg=reward_svg,
         usage=rule_usage(args.rule_usage) if args.rule_usage else [],
         round_pass_rates=pass_rates,
@@ -160,8 +160,15 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--trainer-logs", nargs="*", default=[], metavar="STAGE=DIR", help="training output folders"
     )
-    p.add_argument("--reward-plot", default=None, help="reward histogram SVG of the video report")
-    p.add_argument("--video-page", default=None, help="the video report page, linked from the summary")
+    p.add_argument(
+        "--reward-plot", default=None, help="reward histogram SVG of round 1's (first target's) video page"
+    )
+    p.add_argument(
+        "--video-page",
+        nargs="*",
+        default=[],
+        help="the video pages (one per round and target), linked from the summary",
+    )
     p.add_argument(
         "--rule-usage",
         type=json.loads,

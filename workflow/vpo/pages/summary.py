@@ -34,7 +34,7 @@ class RunData:
     pairs: list[dict[str, Any]]
     losses: dict[str, list[tuple[float, float]] | None]
     loss_notes: dict[str, str]
-    video_page: str | None = None
+    video_pages: list[str] = dataclasses.field(default_factory=list)  # one per round and target
     reward_svg: Markup | None = None
     usage: list[RuleUsage] = dataclasses.field(default_factory=list)  # time and memory per rule
     # Per target, per round: the judge's pass rate of the round's candidates and their videos' mean reward.
@@ -245,7 +245,7 @@ def video_facts(data: RunData, by_stage: Mapping[str, StageStats]) -> dict[str, 
             f"{c.get('pairs', 0):,} video-level pairs for {c.get('queries', 0):,} queries "
             f"({c.get('queries_without_pair', 0):,} without a clear winner)"
         )
-    return {"facts": facts, "page": data.video_page, "reward_svg": data.reward_svg}
+    return {"facts": facts, "pages": data.video_pages, "reward_svg": data.reward_svg}
 
 
 def provenance_row(job: JobRow) -> dict[str, Any]:

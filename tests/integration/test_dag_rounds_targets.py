@@ -1,8 +1,13 @@
 """Two preference rounds × two text-to-video targets from two diffusers families (tiny CogVideoX and tiny
-Wan), run for real once (tests/integration/rounds_targets.yaml over the default): round 2 samples with
-round 1's checkpoint of its own target, every (round, target) trains its own DPO checkpoint, each target
-gets its own evaluation table with a row per round, the audit walks a round-2 pair back through round 1 to
-SFT, and a change to one target or to round 2 re-runs nothing of the other target or of round 1."""
+Wan), run for real on top of the finished default run (tests/integration/dag_rounds_targets.yaml over the
+default config), as a researcher adds a round and a video model to a run: only the new work runs. Round 2
+samples with round 1's checkpoint of its own target, every (round, target) trains its own DPO checkpoint,
+each target gets its own evaluation tables with a row per round, the run report plots both rounds, the
+audit walks a round-2 pair back through round 1 to SFT, and a change to one target or to round 2 re-runs
+nothing of the other target or of round 1.
+
+Runs before test_default_dag.py (file order), whose last tests change the default run's files; this module
+copies the default run and changes only its copy."""
 
 from __future__ import annotations
 
@@ -16,32 +21,45 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow_run import REPO, copy_project, jobs_by_rule
+from tests.workflow_run import REPO, jobs_by_rule
 from tests.workflow_run import run_snakemake as snakemake
 from vpo.core.fingerprints import fingerprint
 from vpo.core.io import read_records
+from vpo.core.layout import RECORD_FILES
 
 pytestmark = pytest.mark.integration
 
-LAYER = REPO / "tests/integration/rounds_targets.yaml"
+LAYER = REPO / "tests/integration/dag_rounds_targets.yaml"
 TARGETS = ("tiny-cogvideox", "tiny-wan")
-CONFIG = ("--configfile", "config/config.yaml", "rounds_targets.yaml")
+CONFIG = ("--configfile", "config/config.yaml", "dag_rounds_targets.yaml")
+METHODS = ["original", "fewshot", "sft"]
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, default_run) -> Path:
-    """The 2×2 run in a clean copy of the project that starts from the default run's built models and item
-    caches (LLM answers, videos): the SFT side and round 1's text level are the default's, so their model
-    calls are cache hits, while every job of this DAG still runs."""
-    root = tmp_path_factory.mktemp("rounds")
-    copy_project(root)
-    for folder in ("resources/models", "results/cache", "results/state"):
-        shutil.copytree(default_run / folder, root / folder, symlinks=True)
-    (root / "rounds_targets.yaml").write_text(LAYER.read_text())
+    """A copy of the finished default run (records, checkpoints, item caches, Snakemake's metadata) with
+    the layer's second round and second target run on top of it."""
+    root = tmp_path_factory.mktemp("rounds") / "project"
+    shutil.copytree(default_run, root, symlinks=True)
+    # Should a test have changed the default run's query files already, the copy gets the project's own.
+    shutil.copytree(REPO / "resources/queries", root / "resources/queries", dirs_exist_ok=True)
+    (root / "dag_rounds_targets.yaml").write_text(LAYER.read_text())
     run = snakemake(root, *CONFIG)
-    (root / "first-run.log").write_text(run.stdout + run.stderr)
+    (root / "rounds-run.log").write_text(run.stdout + run.stderr)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     return root
+
+
+def test_only_the_new_round_and_target_ran(project):
+    jobs = jobs_by_rule((project / "rounds-run.log").read_text())
+    # Nothing of the SFT side or of round 1's shared text level; round 1's tiny-cogvideox checkpoint stays.
+    assert not set(jobs) & {"draft", "sft_data", "train_sft", "build_tiny_cogvideox", "eval_queries"}
+    assert jobs["train_dpo"] == 3 and jobs["sample"] == 2 and jobs["critique"] == 2 and jobs["refine"] == 2
+    # tiny-wan: both rounds rendered and scored; tiny-cogvideox: round 2 only.
+    assert jobs["generate_videos"] == jobs["score_videos"] == 3 and jobs["build_tiny_wan"] == 1
+    # Three new DPO methods rewritten and judged; tiny-wan scores all five methods, tiny-cogvideox round 2's.
+    assert (jobs["eval_prompts"], jobs["eval_judge"]) == (3, 3)
+    assert jobs["eval_videos"] == jobs["eval_rewards"] == jobs["eval_vbench"] == 6
 
 
 def outputs(log: str) -> list[str]:
@@ -52,6 +70,7 @@ def outputs(log: str) -> list[str]:
 
 def test_every_round_and_target_trains_its_own_checkpoint(project):
     results = project / "results"
+    assert "pairs.parquet" in {p.name for p in (results / "dpo/round-2/tiny-wan").iterdir()}
     for round_ in (1, 2):
         for target in TARGETS:
             model = results / f"models/dpo/round-{round_}/{target}"
@@ -73,6 +92,12 @@ def test_every_round_and_target_trains_its_own_checkpoint(project):
     )
 
 
+def test_the_record_files_audit_reads_cover_both_rounds(project):
+    for record_type, patterns in RECORD_FILES.items():
+        for pattern in patterns:
+            assert list((project / "results").glob(pattern)), f"{pattern} ({record_type}) matches nothing"
+
+
 def test_round_two_trains_from_round_one_and_is_held_to_it(project):
     for target in TARGETS:
         report = json.loads((project / f"results/models/dpo/round-2/{target}.report.json").read_text())
@@ -83,16 +108,16 @@ def test_round_two_trains_from_round_one_and_is_held_to_it(project):
 
 
 def test_each_target_renders_with_its_own_diffusers_family(project):
-    fingerprints = {}
-    for target in TARGETS:
-        videos = read_records(project / f"results/dpo/round-1/{target}/videos/shard-0/part-0.parquet")
-        assert videos and all(
-            Path(v["video_path"]).exists() or (project / v["video_path"]).exists() for v in videos
-        )
-        fingerprints[target] = {v["model_fingerprint"] for v in videos}
-    assert fingerprints["tiny-cogvideox"].isdisjoint(fingerprints["tiny-wan"])
-    assert any("WanPipeline" in f for f in fingerprints["tiny-wan"])
-    assert any("CogVideoXPipeline" in f for f in fingerprints["tiny-cogvideox"])
+    for target, pipeline in (("tiny-cogvideox", "CogVideoXPipeline"), ("tiny-wan", "WanPipeline")):
+        folder = project / "resources/models" / target
+        assert json.loads((folder / "model_index.json").read_text())["_class_name"] == pipeline
+        for round_ in (1, 2):
+            videos = read_records(
+                project / f"results/dpo/round-{round_}/{target}/videos/shard-0/part-0.parquet"
+            )
+            assert videos and {v["model_fingerprint"] for v in videos} == {f"t2v|{fingerprint(str(folder))}"}
+            assert all((project / v["video_path"]).is_file() for v in videos)
+            assert {(v["num_frames"], v["height"], v["width"]) for v in videos} == {(9, 32, 32)}
 
 
 def test_each_target_has_a_table_with_a_row_per_round(project):
@@ -100,7 +125,7 @@ def test_each_target_has_a_table_with_a_row_per_round(project):
     for target in TARGETS:
         path = project / f"results/eval/tables/{target}/table.csv"
         rows = {r["method"]: r for r in csv.DictReader(path.open())}
-        assert list(rows) == ["original", "sft", f"dpo-r1-{target}", f"dpo-r2-{target}"]
+        assert list(rows) == [*METHODS, f"dpo-r1-{target}", f"dpo-r2-{target}"]
         for name, row in rows.items():
             assert (
                 float(row["reward_vpo_sum_low"])
