@@ -140,7 +140,13 @@ def tiny_lm(tmp_path_factory) -> Path:
 
 # The longest modules, first: scripts/test.sh runs the suite on two pytest-xdist workers (--dist loadgroup,
 # in collection order), so these two start at once, one per worker, and the rest fills in behind them.
-LONGEST_FIRST = ("tests/slurm/test_slurm.py", "tests/integration/test_default_dag.py")
+# test_dag_rounds_targets.py builds on a copy of the default run before test_default_dag.py's last tests
+# change that run's files.
+LONGEST_FIRST = (
+    "tests/slurm/test_slurm.py",
+    "tests/integration/test_dag_rounds_targets.py",
+    "tests/integration/test_default_dag.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

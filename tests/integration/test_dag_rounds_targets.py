@@ -6,8 +6,8 @@ each target gets its own evaluation tables with a row per round, the run report 
 audit walks a round-2 pair back through round 1 to SFT, and a change to one target or to round 2 re-runs
 nothing of the other target or of round 1.
 
-Runs before test_default_dag.py (file order), whose last tests change the default run's files; this module
-copies the default run and changes only its copy."""
+Runs before test_default_dag.py (tests/conftest.py orders them), whose last tests change the default run's
+files; this module copies the default run and changes only its copy."""
 
 from __future__ import annotations
 
