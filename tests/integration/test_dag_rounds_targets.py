@@ -192,3 +192,38 @@ def test_changing_round_two_never_reruns_round_one(project):
     paths = outputs(run.stdout)
     assert paths and not [p for p in paths if re.search(r"round-[12]/|dpo-r[12]-", p)]
     assert jobs_by_rule(run.stdout)["train_dpo"] == 2
+
+
+def first_loss(model: Path) -> float:
+    return json.loads((model / "trainer_log.jsonl").read_text().splitlines()[0])["loss"]
+
+
+def test_a_round_held_to_sft_trains_against_it(project):
+    """Last in this module: it retrains a checkpoint. Held to the checkpoint it starts from (the layer's
+    `previous`), round 2's DPO loss starts at ln 2; held to SFT, the policy and its reference differ from
+    the first step on."""
+    model = project / "results/models/dpo/round-2/tiny-wan"
+    assert first_loss(model) == pytest.approx(0.693147, abs=1e-5)
+    before = {
+        p: p.stat().st_mtime_ns for p in (project / "results/models/dpo/round-1").rglob("*.safetensors")
+    }
+    run = snakemake(
+        project,
+        *CONFIG,
+        "--config",
+        "rounds={count: 2, reference: sft}",
+        "--",
+        str(model.relative_to(project)),
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert jobs_by_rule(run.stdout + run.stderr) == {"train_dpo": 1}
+    assert "ref_model: results/models/sft" in (model / "llamafactory_dpo.yaml").read_text()
+    report = json.loads((project / "results/models/dpo/round-2/tiny-wan.report.json").read_text())
+    assert list(report["provenance"]["models"]) == [
+        "results/models/dpo/round-1/tiny-wan",
+        "results/models/sft",
+    ]
+    assert abs(first_loss(model) - 0.693147) > 1e-3
+    assert {
+        p: p.stat().st_mtime_ns for p in (project / "results/models/dpo/round-1").rglob("*.safetensors")
+    } == before
