@@ -58,6 +58,7 @@ def test_a_target_takes_the_top_level_sections_with_its_own_keys_over_them(raw):
         ({"a": {"t2v": {"colour": "red"}}}, "targets.a.t2v"),  # unknown key
         ({"a b": {}}, "targets.a b"),  # a name becomes a folder and a wildcard value
         ({"a": {"reward": {"backend": "visionreward"}}}, "targets.a.reward.backend"),  # one env per rule
+        ({"a": {"t2v": {"resources": {"threads": 4}}}}, "targets.a.t2v.resources.threads"),
     ],
 )
 def test_a_bad_target_is_an_error_naming_its_key(raw, targets, expected):

@@ -130,6 +130,13 @@ def _target_checks(config: dict[str, Any]) -> list[str]:
                     f"({base_backend!r}); the jobs of one rule run in one conda env. Fix: set "
                     f"{section}.backend instead, or give each backend its own run."
                 )
+            threads = target.get(section, {}).get("resources", {}).get("threads")
+            if threads != config.get(section, {}).get("resources", {}).get("threads"):
+                problems.append(
+                    f"key 'targets.{name}.{section}.resources.threads': the render and score jobs of every "
+                    f"target take {section}.resources.threads (memory, runtime and GPUs are per target). "
+                    f"Fix: set it in the top-level {section} section instead."
+                )
             base = config.get(section, {}).get("model")  # a wrong base model is reported once, above
             if model is not None and model != base and model not in models:
                 problems.append(
