@@ -302,7 +302,8 @@ def test_cancelled_video_job_is_retried_from_the_cache(slurm_run: SlurmRun, slur
     assert states[cancelled] == "CANCELLED" and sorted(states.values()) == ["CANCELLED", "COMPLETED"]
     assert states[writer] == "COMPLETED"
     # The kept per-job Slurm log says why the first job ended; Snakemake then retried it.
-    kept = root / f".snakemake/slurm_logs/rule_generate_videos/0_0/{cancelled}.log"
+    # (the plugin names the folder after the job's wildcards: round, target, shard, part)
+    kept = root / f".snakemake/slurm_logs/rule_generate_videos/1_{TARGET}_0_0/{cancelled}.log"
     assert f"JOB {cancelled} ON {slurm_cluster.host} CANCELLED" in kept.read_text()
     assert "Trying to restart job" in log.read_text()
     assert counts["videos"] == videos == counts["rendered"] + counts["cache_hits"]
